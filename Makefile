@@ -1,0 +1,80 @@
+# cairn: plain GNU make + pkg-config. `make` builds build/cairn;
+# `make SAN=address,undefined` builds a sanitizer tree in build/san/.
+PKGS    := libnghttp2 openssl libprotobuf-c lmdb libuv
+B       := build$(if $(SAN),/san)
+PROTOS  := mvccpb/kv authpb/auth etcdserverpb/rpc v3lockpb/v3lock \
+           v3electionpb/v3election grpc/health/v1/health
+PB_C    := $(patsubst %,$(B)/proto/%.pb-c.c,$(PROTOS))
+PB_H    := $(PB_C:.c=.h)
+
+CFLAGS  ?= -O2
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
+           -Isrc -I$(B)/proto $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+ifdef SAN
+CFLAGS  += -O1 -fsanitize=$(SAN) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SAN)
+endif
+ifdef WERROR
+CFLAGS  += -Werror
+endif
+
+SRCS    := $(wildcard src/*/*.c)
+LIBOBJS := $(patsubst %.c,$(B)/%.o,$(filter-out src/server/main.c,$(SRCS))) \
+           $(PB_C:.c=.o)
+TESTS   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
+
+.PHONY: all deps run test check unit integration bench clean format
+all: deps $(B)/cairn
+
+deps:
+	@sh tools/deps.sh
+
+$(B)/cairn: $(B)/src/server/main.o $(B)/libcairn.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/libcairn.a: $(LIBOBJS)
+	@rm -f $@; ar rcs $@ $^
+
+$(B)/proto/%.pb-c.c $(B)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(B)/proto; protoc-c -Iproto --c_out=$(B)/proto $<
+
+$(B)/proto/%.pb-c.o: $(B)/proto/%.pb-c.c $(PB_H)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/src/%.o: src/%.c $(PB_H)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/tests/%: tests/unit/%.c $(B)/libcairn.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libcairn.a $(LDLIBS) -lcmocka
+
+.SECONDARY:
+
+# One member on 127.0.0.1:2379 with its data in ./default.etcd, like etcd.
+run: all
+	./$(B)/cairn --listen-client-urls http://127.0.0.1:2379 \
+	    --advertise-client-urls http://127.0.0.1:2379
+
+unit: deps $(B)/cairn $(TESTS)
+	@sh tests/run-unit.sh $(TESTS)
+
+integration: deps $(B)/cairn
+	@CAIRN_BIN=$(abspath $(B)/cairn) sh tests/run-integration.sh
+
+# The whole suite: unit + integration on the release build, then both again
+# under ASan+UBSan (build/san).
+test: deps
+	@sh tests/run-all.sh
+
+bench: all
+	$(MAKE) -C bench
+
+format:
+	clang-format -i $(SRCS) $(wildcard src/*/*.h) tests/unit/*.c
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(B)/src/*/*.d)

@@ -1,0 +1,57 @@
+/* The write path: one ordered stream of commands applied by a deterministic
+ * state machine on a dedicated thread, so that disk I/O and fsync never
+ * block the event loop. Commands queued together share one LMDB commit and
+ * so one fsync (group commit). A command's result is only reported after
+ * its commit is durable.
+ *
+ * A command is the packed protobuf request, exactly as a replicated log
+ * would carry it; the result is the packed response. When Raft arrives, its
+ * committed entries feed apply_submit() unchanged. */
+#ifndef APPLY_APPLY_H
+#define APPLY_APPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "mvcc/mvcc.h"
+
+enum apply_op {
+    APPLY_PUT = 1,
+    APPLY_DELETE_RANGE,
+    APPLY_TXN,
+    APPLY_COMPACT,
+};
+
+struct apply_cmd {
+    enum apply_op op;
+    uint8_t *req;        /* packed request; owned by the command */
+    size_t req_len;
+    /* results, valid in done() */
+    int rc;              /* 0 or a cairn error */
+    uint8_t *resp;       /* packed response (malloc'd; owned by the command) */
+    size_t resp_len;
+    /* called on the loop thread once the result is durable */
+    void (*done)(struct apply_cmd *cmd);
+    void *ud;
+    struct apply_cmd *next;
+};
+
+/* The constant part of every response header. */
+struct apply_header {
+    uint64_t cluster_id, member_id, raft_term;
+};
+
+struct apply;
+
+int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
+                struct apply **out);
+/* Takes ownership of @cmd (and cmd->req). */
+void apply_submit(struct apply *a, struct apply_cmd *cmd);
+/* Finishes queued commands, stops the thread. Their done() still runs. */
+void apply_stop(struct apply *a);
+void apply_cmd_free(struct apply_cmd *cmd);
+/* Commands applied so far (for status: raft index). */
+uint64_t apply_index(struct apply *a);
+
+#endif

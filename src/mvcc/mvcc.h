@@ -1,0 +1,94 @@
+/* MVCC key-value store on LMDB: etcd's revision model.
+ *
+ * Every write command that changes something takes one new main revision;
+ * its changes are numbered by sub revision. History is kept until
+ * compaction. Readers see a consistent snapshot (an LMDB read txn) and never
+ * block the single writer.
+ *
+ * Layout (three LMDB databases in one environment):
+ *   kv   be64(main) be64(sub) -> flag byte + packed mvccpb.KeyValue
+ *        (flag 1 = tombstone: a deletion, KeyValue holds only the key)
+ *   idx  user key -> sorted duplicates be64(main) be64(sub) flag
+ *   meta name -> be64 value (rev, compact, compact_done, term)
+ *
+ * Ownership: KeyValue structs produced by reads point into LMDB's map and
+ * are valid only until the txn they came from ends; pack or copy before. */
+#ifndef MVCC_MVCC_H
+#define MVCC_MVCC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "etcdserverpb/rpc.pb-c.h"
+
+struct mvcc;
+
+struct mvcc_txn {
+    struct mvcc *m;
+    void *txn;           /* MDB_txn */
+    void *idx_cur;       /* MDB_cursor on idx, opened lazily */
+    int64_t rev;         /* current revision of this view (beginRev) */
+    int64_t compact_rev; /* compacted revision at begin; -1 when none */
+    int64_t changes;     /* changes made by the current write command */
+    int write;
+};
+
+/* Opens (creating if needed) the store in directory @dir. @map_size is the
+ * reserved address space. Errors: -errno, CAIRN_ESTORE. */
+int mvcc_open(const char *dir, size_t map_size, struct mvcc **out);
+void mvcc_close(struct mvcc *m);
+
+/* Bytes the store's file occupies, and bytes of pages in use. */
+void mvcc_size(struct mvcc *m, int64_t *db_size, int64_t *in_use);
+
+int mvcc_read_begin(struct mvcc *m, struct mvcc_txn *t);
+void mvcc_read_end(struct mvcc_txn *t);
+
+/* One LMDB write txn may carry many write commands (group commit). Between
+ * commands call mvcc_cmd_end(), which closes the command's revision. */
+int mvcc_write_begin(struct mvcc *m, struct mvcc_txn *t);
+void mvcc_cmd_end(struct mvcc_txn *t);
+/* Durable on return (LMDB's default sync). */
+int mvcc_write_commit(struct mvcc_txn *t);
+void mvcc_write_abort(struct mvcc_txn *t);
+
+/* Small persistent counters in meta (e.g. "term"). */
+int64_t mvcc_meta_get(struct mvcc_txn *t, const char *name, int64_t dflt);
+int mvcc_meta_put(struct mvcc_txn *t, const char *name, int64_t v);
+
+/* etcd's KV operations. Responses and everything they point to live in @a
+ * or in the txn's map; header->revision is set, other header fields are the
+ * caller's. Requests are assumed checked by mvcc_check_*(). */
+int mvcc_range(struct mvcc_txn *t, const Etcdserverpb__RangeRequest *r,
+               struct arena *a, Etcdserverpb__RangeResponse *resp);
+int mvcc_put(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
+             struct arena *a, Etcdserverpb__PutResponse *resp);
+int mvcc_delete_range(struct mvcc_txn *t,
+                      const Etcdserverpb__DeleteRangeRequest *r,
+                      struct arena *a, Etcdserverpb__DeleteRangeResponse *resp);
+int mvcc_txn(struct mvcc_txn *t, const Etcdserverpb__TxnRequest *r,
+             struct arena *a, Etcdserverpb__TxnResponse *resp);
+/* Records the compaction (effective at once for readers); the history is
+ * removed afterwards by mvcc_compact_step(). */
+int mvcc_compact(struct mvcc_txn *t, const Etcdserverpb__CompactionRequest *r,
+                 Etcdserverpb__CompactionResponse *resp, struct arena *a);
+
+/* Removes history below the recorded compaction for at most @max_keys keys
+ * after the position kept in meta. Returns 1 when more work remains, 0 when
+ * the compaction is complete, or an error. */
+int mvcc_compact_step(struct mvcc_txn *t, int max_keys);
+/* Revision whose physical compaction has completed. */
+int64_t mvcc_compact_done(struct mvcc_txn *t);
+
+/* Request validation done before a request reaches the write path, as
+ * etcd's v3rpc/key.go. */
+int mvcc_check_range(const Etcdserverpb__RangeRequest *r);
+int mvcc_check_put(const Etcdserverpb__PutRequest *r);
+int mvcc_check_delete(const Etcdserverpb__DeleteRangeRequest *r);
+int mvcc_check_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops);
+
+/* True when the txn request may change the store. */
+int mvcc_txn_is_write(const Etcdserverpb__TxnRequest *r);
+
+#endif

@@ -1,0 +1,377 @@
+/* The LMDB side of the MVCC store: environment, txns, the key index and
+ * the revision records. The only files that include lmdb.h are in mvcc/. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "mvcc/mvcc_int.h"
+
+void mvcc__put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+uint64_t mvcc__get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+void mvcc__rev_encode(uint8_t out[MVCC_IDXLEN], struct mvcc_rev r)
+{
+    mvcc__put_be64(out, (uint64_t)r.main);
+    mvcc__put_be64(out + 8, (uint64_t)r.sub);
+    out[16] = r.tomb ? MVCC_TOMBSTONE : 0;
+}
+
+struct mvcc_rev mvcc__rev_decode(const uint8_t *p)
+{
+    struct mvcc_rev r;
+    r.main = (int64_t)mvcc__get_be64(p);
+    r.sub = (int64_t)mvcc__get_be64(p + 8);
+    r.tomb = p[16] == MVCC_TOMBSTONE;
+    return r;
+}
+
+int mvcc__err(int rc)
+{
+    if (rc == 0)
+        return 0;
+    if (rc > 0 && rc < 1000)
+        return -rc; /* errno */
+    if (rc == MDB_MAP_FULL)
+        return CAIRN_ENOSPACE;
+    log_error("mvcc: lmdb error rc=%d msg=%s", rc, mdb_strerror(rc));
+    return CAIRN_ESTORE;
+}
+
+int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
+{
+    struct mvcc *m = cairn_calloc(1, sizeof *m);
+    MDB_txn *txn;
+    int rc;
+
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        rc = -errno;
+        goto err_free;
+    }
+    m->path = cairn_strdup(dir);
+    rc = mdb_env_create(&m->env);
+    if (rc != 0)
+        goto err_lmdb;
+    mdb_env_set_maxdbs(m->env, 8);
+    mdb_env_set_mapsize(m->env, map_size);
+    mdb_env_set_maxreaders(m->env, 512);
+    /* NOTLS: read txns are not tied to threads. Default sync: a commit is
+     * durable when it returns (data pages, then meta page, each fsynced). */
+    rc = mdb_env_open(m->env, dir, MDB_NOTLS | MDB_NORDAHEAD, 0600);
+    if (rc != 0)
+        goto err_env;
+    rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc != 0)
+        goto err_env;
+    if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &m->kv)) != 0 ||
+        (rc = mdb_dbi_open(txn, "idx", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
+                           &m->idx)) != 0 ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &m->meta)) != 0) {
+        mdb_txn_abort(txn);
+        goto err_env;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0)
+        goto err_env;
+    /* Clear reader slots left by a killed process. */
+    int dead = 0;
+    mdb_reader_check(m->env, &dead);
+    *out = m;
+    return 0;
+
+err_env:
+    mdb_env_close(m->env);
+err_lmdb:
+    rc = rc > 0 && rc < 1000 ? -rc : mvcc__err(rc);
+    cairn_free(m->path);
+err_free:
+    cairn_free(m);
+    return rc;
+}
+
+void mvcc_close(struct mvcc *m)
+{
+    if (m == NULL)
+        return;
+    mdb_env_close(m->env);
+    cairn_free(m->path);
+    cairn_free(m);
+}
+
+void mvcc_size(struct mvcc *m, int64_t *db_size, int64_t *in_use)
+{
+    char path[4096];
+    struct stat st;
+    MDB_envinfo info;
+    MDB_stat ms;
+
+    snprintf(path, sizeof path, "%s/data.mdb", m->path);
+    *db_size = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+    mdb_env_info(m->env, &info);
+    mdb_env_stat(m->env, &ms);
+    *in_use = (int64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    if (*in_use > *db_size)
+        *in_use = *db_size;
+}
+
+static int load_revs(struct mvcc_txn *t)
+{
+    t->rev = mvcc_meta_get(t, "rev", 1);
+    t->compact_rev = mvcc_meta_get(t, "compact", -1);
+    return 0;
+}
+
+int mvcc_read_begin(struct mvcc *m, struct mvcc_txn *t)
+{
+    MDB_txn *txn;
+    memset(t, 0, sizeof *t);
+    int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        return mvcc__err(rc);
+    t->m = m;
+    t->txn = txn;
+    return load_revs(t);
+}
+
+void mvcc_read_end(struct mvcc_txn *t)
+{
+    if (t->idx_cur != NULL)
+        mdb_cursor_close(t->idx_cur);
+    mdb_txn_abort(t->txn);
+    t->txn = NULL;
+    t->idx_cur = NULL;
+}
+
+int mvcc_write_begin(struct mvcc *m, struct mvcc_txn *t)
+{
+    MDB_txn *txn;
+    memset(t, 0, sizeof *t);
+    int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc != 0)
+        return mvcc__err(rc);
+    t->m = m;
+    t->txn = txn;
+    t->write = 1;
+    return load_revs(t);
+}
+
+void mvcc_cmd_end(struct mvcc_txn *t)
+{
+    if (t->changes > 0)
+        t->rev++;
+    t->changes = 0;
+}
+
+int mvcc_write_commit(struct mvcc_txn *t)
+{
+    int rc = mvcc_meta_put(t, "rev", t->rev);
+    if (t->idx_cur != NULL)
+        mdb_cursor_close(t->idx_cur);
+    t->idx_cur = NULL;
+    if (rc != 0) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+        return rc;
+    }
+    rc = mdb_txn_commit(t->txn);
+    t->txn = NULL;
+    return mvcc__err(rc);
+}
+
+void mvcc_write_abort(struct mvcc_txn *t)
+{
+    if (t->idx_cur != NULL)
+        mdb_cursor_close(t->idx_cur);
+    t->idx_cur = NULL;
+    if (t->txn != NULL)
+        mdb_txn_abort(t->txn);
+    t->txn = NULL;
+}
+
+int64_t mvcc_meta_get(struct mvcc_txn *t, const char *name, int64_t dflt)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    if (mdb_get(t->txn, t->m->meta, &k, &v) != 0 || v.mv_size != 8)
+        return dflt;
+    return (int64_t)mvcc__get_be64(v.mv_data);
+}
+
+int mvcc_meta_put(struct mvcc_txn *t, const char *name, int64_t val)
+{
+    uint8_t b[8];
+    mvcc__put_be64(b, (uint64_t)val);
+    MDB_val k = {strlen(name), (void *)name}, v = {8, b};
+    return mvcc__err(mdb_put(t->txn, t->m->meta, &k, &v, 0));
+}
+
+static MDB_cursor *idx_cursor(struct mvcc_txn *t)
+{
+    if (t->idx_cur == NULL) {
+        MDB_cursor *c;
+        if (mdb_cursor_open(t->txn, t->m->idx, &c) != 0)
+            return NULL;
+        t->idx_cur = c;
+    }
+    return t->idx_cur;
+}
+
+/* With the cursor on some duplicate of a key, finds the newest duplicate at
+ * or below @rev. */
+static int newest_at(MDB_cursor *c, MDB_val *k, int64_t rev,
+                     struct mvcc_rev *out)
+{
+    MDB_val v;
+    int rc = mdb_cursor_get(c, k, &v, MDB_LAST_DUP);
+    if (rc != 0)
+        return rc;
+    struct mvcc_rev r = mvcc__rev_decode(v.mv_data);
+    if (r.main <= rev) {
+        *out = r;
+        return 0;
+    }
+    uint8_t probe[MVCC_IDXLEN];
+    struct mvcc_rev p = {rev + 1, 0, 0};
+    mvcc__rev_encode(probe, p);
+    v.mv_size = MVCC_IDXLEN;
+    v.mv_data = probe;
+    rc = mdb_cursor_get(c, k, &v, MDB_GET_BOTH_RANGE);
+    if (rc != 0)
+        return rc; /* cannot happen: the last dup is above rev */
+    rc = mdb_cursor_get(c, k, &v, MDB_PREV_DUP);
+    if (rc != 0)
+        return rc;
+    *out = mvcc__rev_decode(v.mv_data);
+    return 0;
+}
+
+int mvcc__index_get(struct mvcc_txn *t, const uint8_t *key, size_t klen,
+                    int64_t rev, struct mvcc_rev *out)
+{
+    MDB_cursor *c = idx_cursor(t);
+    MDB_val k = {klen, (void *)key}, v;
+    if (c == NULL)
+        return CAIRN_ESTORE;
+    if (klen == 0 || klen > 511)
+        return MDB_NOTFOUND;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    if (rc != 0)
+        return rc;
+    return newest_at(c, &k, rev, out);
+}
+
+static int key_cmp(const MDB_val *k, const uint8_t *b, size_t blen)
+{
+    size_t n = k->mv_size < blen ? k->mv_size : blen;
+    int c = memcmp(k->mv_data, b, n);
+    if (c != 0)
+        return c;
+    return k->mv_size < blen ? -1 : k->mv_size > blen;
+}
+
+int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
+                      const uint8_t *end, size_t elen, int end_given,
+                      int64_t rev, mvcc_visit_fn fn, void *ud)
+{
+    MDB_cursor *c = idx_cursor(t);
+    MDB_val k, v;
+    struct mvcc_rev r;
+    int rc;
+
+    if (c == NULL)
+        return CAIRN_ESTORE;
+    if (!end_given) {
+        rc = mvcc__index_get(t, key, klen, rev, &r);
+        if (rc == MDB_NOTFOUND || (rc == 0 && r.tomb))
+            return 0;
+        if (rc != 0)
+            return mvcc__err(rc);
+        k.mv_size = klen;
+        k.mv_data = (void *)key;
+        rc = fn(ud, &k, r);
+        return rc < 0 ? rc : 0;
+    }
+    k.mv_size = klen;
+    k.mv_data = (void *)key;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (elen > 0 && key_cmp(&k, end, elen) >= 0)
+            break;
+        rc = newest_at(c, &k, rev, &r);
+        if (rc == 0 && !r.tomb) {
+            int frc = fn(ud, &k, r);
+            if (frc != 0)
+                return frc < 0 ? frc : 0;
+        } else if (rc != 0 && rc != MDB_NOTFOUND) {
+            return mvcc__err(rc);
+        }
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_NODUP);
+    }
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : mvcc__err(rc);
+}
+
+int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
+                     Mvccpb__KeyValue *kv)
+{
+    uint8_t kb[MVCC_IDXLEN];
+    MDB_val k = {MVCC_REVLEN, kb}, v;
+    mvcc__rev_encode(kb, rev);
+    int rc = mdb_get(t->txn, t->m->kv, &k, &v);
+    if (rc != 0) {
+        log_error("mvcc: missing record main=%lld sub=%lld",
+                  (long long)rev.main, (long long)rev.sub);
+        return rc == MDB_NOTFOUND ? CAIRN_ESTORE : mvcc__err(rc);
+    }
+    if (v.mv_size < 1)
+        return CAIRN_ESTORE;
+    return mvcc__kv_decode((uint8_t *)v.mv_data + 1, v.mv_size - 1, kv);
+}
+
+int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
+                     int tomb, struct arena *a)
+{
+    struct mvcc_rev r = {kv->mod_revision, t->changes, tomb};
+    uint8_t ib[MVCC_IDXLEN];
+    size_t n = mvccpb__key_value__get_packed_size(kv);
+    uint8_t *rec = arena_alloc(a, n + 1);
+    MDB_val k, v;
+    int rc;
+
+    if (kv->key.len == 0 || kv->key.len > 511)
+        return CAIRN_ETOOLARGE;
+    rec[0] = tomb ? MVCC_TOMBSTONE : 0;
+    mvccpb__key_value__pack(kv, rec + 1);
+    mvcc__rev_encode(ib, r);
+    k.mv_size = MVCC_REVLEN;
+    k.mv_data = ib;
+    v.mv_size = n + 1;
+    v.mv_data = rec;
+    /* Revisions only grow, so records append at the end of the B-tree. */
+    rc = mdb_put(t->txn, t->m->kv, &k, &v, MDB_APPEND);
+    if (rc != 0)
+        return mvcc__err(rc);
+    k.mv_size = kv->key.len;
+    k.mv_data = kv->key.data;
+    v.mv_size = MVCC_IDXLEN;
+    v.mv_data = ib;
+    rc = mdb_put(t->txn, t->m->idx, &k, &v, 0);
+    if (rc != 0)
+        return mvcc__err(rc);
+    t->changes++;
+    return 0;
+}

@@ -1,0 +1,380 @@
+/* Listeners and connections: accept, sniff the protocol, read, write with
+ * bounded buffering, close. */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+#include "net/net_int.h"
+
+#define READ_CHUNK 65536
+#define WRITE_BATCH (256 * 1024)
+/* Stop producing output for a connection while this much is unwritten:
+ * a slow reader must not make us buffer without bound. */
+#define WRITE_HIGH_WATER (8 * 1024 * 1024)
+
+static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+struct listener {
+    uv_tcp_t tcp;
+    struct net_opts opts;
+    struct listener *next;
+};
+
+struct write_req {
+    uv_write_t req;
+    struct conn *conn;
+    size_t len;
+    uint8_t data[];
+};
+
+static struct listener *listeners;
+static struct conn *conns;
+static int nconns;
+static struct conn *dirty_head;
+static uv_check_t flush_check;
+static int flush_check_started;
+static int shutting_down;
+static void (*shutdown_done)(void);
+static uv_timer_t shutdown_timer;
+
+int64_t net_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int net_conn_count(void)
+{
+    return nconns;
+}
+
+static void flush_one(struct conn *c)
+{
+    c->dirty = 0;
+    if (c->closing)
+        return;
+    if (c->mode == CONN_H2 && net__h2_flush(c) < 0)
+        net__conn_close(c);
+}
+
+static void on_check(uv_check_t *h)
+{
+    (void)h;
+    while (dirty_head != NULL) {
+        struct conn *c = dirty_head;
+        dirty_head = c->dirty_next;
+        c->dirty_next = NULL;
+        flush_one(c);
+    }
+}
+
+void net__mark_dirty(struct conn *c)
+{
+    if (c->dirty || c->closing)
+        return;
+    c->dirty = 1;
+    c->dirty_next = dirty_head;
+    dirty_head = c;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct conn *c = w->conn;
+    c->write_pending -= w->len;
+    cairn_free(w);
+    if (status != 0) {
+        net__conn_close(c);
+        return;
+    }
+    if (c->mode == CONN_H2)
+        net__mark_dirty(c); /* more may be waiting behind the high water */
+}
+
+void net__conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->closing || n == 0)
+        return;
+    struct write_req *w = cairn_malloc(sizeof *w + n);
+    memcpy(w->data, p, n);
+    w->conn = c;
+    w->len = n;
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
+    c->write_pending += n;
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+        c->write_pending -= n;
+        cairn_free(w);
+        net__conn_close(c);
+    }
+}
+
+/* Pulls frames out of nghttp2 and writes them in batches. */
+int net__h2_flush(struct conn *c)
+{
+    uint8_t *batch = NULL;
+    size_t blen = 0;
+    while (c->write_pending < WRITE_HIGH_WATER) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) {
+            cairn_free(batch);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        batch = cairn_realloc(batch, blen + (size_t)n);
+        memcpy(batch + blen, data, (size_t)n);
+        blen += (size_t)n;
+        if (blen >= WRITE_BATCH) {
+            net__conn_write(c, batch, blen);
+            blen = 0;
+        }
+    }
+    if (blen)
+        net__conn_write(c, batch, blen);
+    cairn_free(batch);
+    if (!nghttp2_session_want_read(c->h2) &&
+        !nghttp2_session_want_write(c->h2) && c->write_pending == 0)
+        return -1;
+    return 0;
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (c->mode == CONN_H2 && c->h2 != NULL) {
+        net__h2_free_calls(c);
+        nghttp2_session_del(c->h2);
+    }
+    buf_free(&c->rbuf);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    nconns--;
+    cairn_free(c);
+    if (shutting_down && nconns == 0 && shutdown_done) {
+        void (*done)(void) = shutdown_done;
+        shutdown_done = NULL;
+        uv_timer_stop(&shutdown_timer);
+        done();
+    }
+}
+
+void net__conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    static char chunk[READ_CHUNK]; /* one loop thread: one read at a time */
+    (void)h;
+    (void)hint;
+    *b = uv_buf_init(chunk, sizeof chunk);
+}
+
+static void sniff(struct conn *c)
+{
+    size_t n = c->rbuf.len < 24 ? c->rbuf.len : 24;
+    if (memcmp(c->rbuf.data, H2_PREFACE, n) == 0) {
+        if (c->rbuf.len < 24)
+            return; /* need more */
+        c->mode = CONN_H2;
+        if (net__h2_init(c) != 0) {
+            net__conn_close(c);
+            return;
+        }
+        struct buf b = c->rbuf;
+        buf_init(&c->rbuf);
+        if (net__h2_recv(c, b.data, b.len) != 0)
+            net__conn_close(c);
+        buf_free(&b);
+        return;
+    }
+    c->mode = CONN_HTTP1;
+    net__http1_recv(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    if (n < 0) {
+        net__conn_close(c);
+        return;
+    }
+    if (n == 0 || c->closing)
+        return;
+    switch (c->mode) {
+    case CONN_H2:
+        if (net__h2_recv(c, (uint8_t *)b->base, (size_t)n) != 0)
+            net__conn_close(c);
+        break;
+    case CONN_SNIFF:
+        buf_append(&c->rbuf, b->base, (size_t)n);
+        sniff(c);
+        break;
+    case CONN_HTTP1:
+        buf_append(&c->rbuf, b->base, (size_t)n);
+        net__http1_recv(c);
+        break;
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    if (status != 0)
+        return;
+    struct conn *c = cairn_calloc(1, sizeof *c);
+    uv_tcp_init(server->loop, &c->tcp);
+    c->tcp.data = c;
+    c->opts = &l->opts;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)cairn_free);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->next = conns;
+    if (conns)
+        conns->prev = c;
+    conns = c;
+    nconns++;
+    if (shutting_down) {
+        net__conn_close(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* http://host:port with host a name, IPv4 or [IPv6]. */
+static int parse_url(const char *url, char *host, size_t hlen, int *port)
+{
+    const char *p;
+    if (strncmp(url, "http://", 7) == 0)
+        p = url + 7;
+    else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "unixs://", 8) == 0)
+        return -EPROTONOSUPPORT;
+    else
+        return -EINVAL;
+    const char *hs = p, *he;
+    if (*p == '[') {
+        hs = p + 1;
+        he = strchr(hs, ']');
+        if (he == NULL || he[1] != ':')
+            return -EINVAL;
+        p = he + 2;
+    } else {
+        he = strrchr(p, ':');
+        if (he == NULL)
+            return -EINVAL;
+        p = he + 1;
+    }
+    if ((size_t)(he - hs) >= hlen)
+        return -EINVAL;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = 0;
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || (*end != 0 && *end != '/') || v < 0 || v > 65535)
+        return -EINVAL;
+    *port = (int)v;
+    return 0;
+}
+
+int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o)
+{
+    char host[256];
+    int port, rc;
+    struct addrinfo hints, *res, *ai;
+
+    if ((rc = parse_url(url, host, sizeof host, &port)) != 0)
+        return rc;
+    if (!flush_check_started) {
+        uv_check_init(loop, &flush_check);
+        uv_check_start(&flush_check, on_check);
+        uv_unref((uv_handle_t *)&flush_check);
+        net__deadlines_init(loop);
+        flush_check_started = 1;
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    if (getaddrinfo(host[0] ? host : NULL, ports, &hints, &res) != 0)
+        return -EADDRNOTAVAIL;
+    int bound = 0;
+    rc = -EADDRNOTAVAIL;
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        struct listener *l = cairn_calloc(1, sizeof *l);
+        l->opts = *o;
+        uv_tcp_init(loop, &l->tcp);
+        l->tcp.data = l;
+        rc = uv_tcp_bind(&l->tcp, ai->ai_addr,
+                         ai->ai_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+        if (rc != 0) {
+            uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
+            if (bound)
+                rc = 0; /* e.g. localhost's ::1 without IPv6 */
+            continue;
+        }
+        bound++;
+        l->next = listeners;
+        listeners = l;
+        log_info("net: listening url=%s family=%s", url,
+                 ai->ai_family == AF_INET6 ? "ipv6" : "ipv4");
+    }
+    freeaddrinfo(res);
+    return bound ? 0 : rc;
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    (void)t;
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        net__conn_close(c);
+}
+
+void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
+{
+    shutting_down = 1;
+    shutdown_done = done;
+    for (struct listener *l = listeners; l != NULL; l = l->next)
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
+    listeners = NULL;
+    for (struct conn *c = conns; c != NULL; c = c->next) {
+        if (c->mode != CONN_H2) {
+            net__conn_close(c);
+            continue;
+        }
+        /* Stop new streams; let the ones in flight finish. */
+        nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->h2),
+                              NGHTTP2_NO_ERROR, NULL, 0);
+        c->goaway_sent = 1;
+        net__mark_dirty(c);
+    }
+    if (nconns == 0) {
+        shutdown_done = NULL;
+        done();
+        return;
+    }
+    uv_timer_init(loop, &shutdown_timer);
+    uv_timer_start(&shutdown_timer, on_shutdown_timeout, (uint64_t)grace_ms, 0);
+}

@@ -1,0 +1,96 @@
+/* The client port: TCP listeners on one libuv loop, each connection either
+ * gRPC over HTTP/2 (h2c with prior knowledge) or plain HTTP/1.1, told apart
+ * by the first bytes. gRPC calls are handed to the rpc layer through
+ * struct grpc_call; everything here runs on the loop thread.
+ *
+ * A call's life: headers arrive -> the message arrives (unary) or messages
+ * arrive one by one (streaming) -> the handler answers with grpc_send() and
+ * grpc_finish() at once or later (async) -> the stream closes -> the call is
+ * freed. A handler that answers later must register a cancel hook so that a
+ * call closed by the peer first is never touched again. */
+#ifndef NET_NET_H
+#define NET_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/arena.h"
+#include "core/buf.h"
+#include "core/err.h"
+
+struct conn;
+struct grpc_call;
+
+/* Streaming handlers get every message; unary ones only the single one. */
+typedef void (*grpc_msg_fn)(struct grpc_call *c, const uint8_t *msg,
+                            size_t len);
+/* Called when the call goes away before the handler finished it. */
+typedef void (*grpc_cancel_fn)(struct grpc_call *c);
+
+struct grpc_call {
+    struct conn *conn;
+    int32_t stream_id;
+    char path[128];
+    char grpc_encoding[32];
+    int64_t deadline_ms;   /* monotonic ms; 0 = none */
+    int has_leader_md;     /* client sent hasleader: true */
+    struct arena arena;    /* freed with the call */
+
+    /* set by the handler */
+    void *ud;
+    grpc_cancel_fn on_cancel;
+    grpc_msg_fn on_msg;    /* streaming: further messages */
+    void (*on_half_close)(struct grpc_call *c); /* streaming: client done */
+
+    /* internal */
+    struct buf in;         /* undecoded request bytes */
+    struct buf out;        /* framed response bytes not yet sent */
+    size_t out_off;
+    int headers_sent, finished, trailers_sent, closed, remote_closed;
+    int dispatched, deferred;
+    int status;
+    char *message;
+    struct grpc_call *next, *prev;         /* conn's call list */
+    struct grpc_call *dl_next, *dl_prev;   /* deadline list */
+};
+
+/* Sends one message on @c (framed with the 5-byte prefix). */
+void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len);
+/* Packs a protobuf-c message and sends it. */
+void grpc_send_pb(struct grpc_call *c, const void *pbmsg);
+/* Ends the call with a status; @msg may be NULL. Further sends are dropped. */
+void grpc_finish(struct grpc_call *c, int code, const char *msg);
+/* Ends the call with the gRPC status of cairn error @rc. */
+void grpc_finish_err(struct grpc_call *c, int rc);
+/* Monotonic milliseconds. */
+int64_t net_now_ms(void);
+
+/* The gRPC entry point the rpc layer provides: find the handler for
+ * c->path and hand it the first message. */
+void rpc_dispatch(struct grpc_call *c, const uint8_t *msg, size_t len);
+/* HTTP/1.1 requests on the client port: fills status, content type and
+ * body. */
+struct http_reply {
+    int status;
+    const char *content_type;
+    struct buf body;
+};
+void rpc_http(const char *method, const char *path, struct http_reply *r);
+
+struct net_opts {
+    size_t max_recv_bytes; /* gRPC receive limit: max-request-bytes + 512 KiB */
+    uint32_t max_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS */
+};
+
+/* Parses @url ("http://host:port", host may be a name, IPv4 or [IPv6]) and
+ * starts listening. Errors: -errno, -EINVAL for a bad URL, -EPROTONOSUPPORT
+ * for https (not built yet). */
+int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o);
+/* Graceful shutdown: GOAWAY to every h2 connection, stop accepting; calls
+ * @done once every connection has closed or after @grace_ms. */
+void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void));
+/* Number of open connections (for tests and status). */
+int net_conn_count(void);
+
+#endif

@@ -1,0 +1,42 @@
+/* Internal to net/: connections. */
+#ifndef NET_NET_INT_H
+#define NET_NET_INT_H
+
+#include <nghttp2/nghttp2.h>
+
+#include "net/net.h"
+
+enum conn_mode { CONN_SNIFF, CONN_H2, CONN_HTTP1 };
+
+struct conn {
+    uv_tcp_t tcp;
+    enum conn_mode mode;
+    nghttp2_session *h2;
+    const struct net_opts *opts;
+    struct buf rbuf;           /* sniffing and HTTP/1.1 request bytes */
+    struct grpc_call *calls;   /* open streams */
+    size_t write_pending;      /* bytes handed to uv_write, not yet done */
+    int in_recv;               /* inside nghttp2_session_mem_recv */
+    int dirty, closing, goaway_sent;
+    struct conn *next, *prev;        /* all connections */
+    struct conn *dirty_next;         /* flush list */
+};
+
+/* Queues @c to be flushed after this loop iteration's callbacks. */
+void net__mark_dirty(struct conn *c);
+/* Sets up the nghttp2 server session of a connection. */
+int net__h2_init(struct conn *c);
+/* Feeds bytes to the session. */
+int net__h2_recv(struct conn *c, const uint8_t *p, size_t n);
+/* Writes what the session wants to send. Returns -1 if the connection
+ * should close. */
+int net__h2_flush(struct conn *c);
+/* Frees calls of a closing connection (nghttp2_session_del does not call
+ * on_stream_close). */
+void net__h2_free_calls(struct conn *c);
+void net__conn_write(struct conn *c, const uint8_t *p, size_t n);
+void net__conn_close(struct conn *c);
+void net__http1_recv(struct conn *c);
+void net__deadlines_init(uv_loop_t *loop);
+
+#endif

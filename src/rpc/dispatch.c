@@ -1,0 +1,98 @@
+/* Path -> handler. Every method of etcd's API is listed; those not built
+ * yet answer UNIMPLEMENTED, never a fake success. */
+#include <stdio.h>
+#include <string.h>
+
+#include "rpc/rpc.h"
+
+struct route {
+    const char *path;
+    rpc_handler fn; /* NULL: known, not built yet */
+};
+
+static const struct route routes[] = {
+    {"/etcdserverpb.KV/Range", rpc_kv_range},
+    {"/etcdserverpb.KV/Put", rpc_kv_put},
+    {"/etcdserverpb.KV/DeleteRange", rpc_kv_delete_range},
+    {"/etcdserverpb.KV/Txn", rpc_kv_txn},
+    {"/etcdserverpb.KV/Compact", rpc_kv_compact},
+    {"/etcdserverpb.KV/RangeStream", NULL},
+    {"/etcdserverpb.Watch/Watch", NULL},
+    {"/etcdserverpb.Lease/LeaseGrant", NULL},
+    {"/etcdserverpb.Lease/LeaseRevoke", NULL},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", NULL},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", NULL},
+    {"/etcdserverpb.Lease/LeaseLeases", NULL},
+    {"/etcdserverpb.Cluster/MemberAdd", NULL},
+    {"/etcdserverpb.Cluster/MemberRemove", NULL},
+    {"/etcdserverpb.Cluster/MemberUpdate", NULL},
+    {"/etcdserverpb.Cluster/MemberList", rpc_cluster_member_list},
+    {"/etcdserverpb.Cluster/MemberPromote", NULL},
+    {"/etcdserverpb.Maintenance/Alarm", rpc_maint_alarm},
+    {"/etcdserverpb.Maintenance/Status", rpc_maint_status},
+    {"/etcdserverpb.Maintenance/Defragment", NULL},
+    {"/etcdserverpb.Maintenance/Hash", NULL},
+    {"/etcdserverpb.Maintenance/HashKV", NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", NULL},
+    {"/etcdserverpb.Maintenance/MoveLeader", NULL},
+    {"/etcdserverpb.Maintenance/Downgrade", NULL},
+    {"/etcdserverpb.Auth/AuthEnable", NULL},
+    {"/etcdserverpb.Auth/AuthDisable", NULL},
+    {"/etcdserverpb.Auth/AuthStatus", NULL},
+    {"/etcdserverpb.Auth/Authenticate", NULL},
+    {"/etcdserverpb.Auth/UserAdd", NULL},
+    {"/etcdserverpb.Auth/UserGet", NULL},
+    {"/etcdserverpb.Auth/UserList", NULL},
+    {"/etcdserverpb.Auth/UserDelete", NULL},
+    {"/etcdserverpb.Auth/UserChangePassword", NULL},
+    {"/etcdserverpb.Auth/UserGrantRole", NULL},
+    {"/etcdserverpb.Auth/UserRevokeRole", NULL},
+    {"/etcdserverpb.Auth/RoleAdd", NULL},
+    {"/etcdserverpb.Auth/RoleGet", NULL},
+    {"/etcdserverpb.Auth/RoleList", NULL},
+    {"/etcdserverpb.Auth/RoleDelete", NULL},
+    {"/etcdserverpb.Auth/RoleGrantPermission", NULL},
+    {"/etcdserverpb.Auth/RoleRevokePermission", NULL},
+    {"/v3lockpb.Lock/Lock", NULL},
+    {"/v3lockpb.Lock/Unlock", NULL},
+    {"/v3electionpb.Election/Campaign", NULL},
+    {"/v3electionpb.Election/Proclaim", NULL},
+    {"/v3electionpb.Election/Leader", NULL},
+    {"/v3electionpb.Election/Observe", NULL},
+    {"/v3electionpb.Election/Resign", NULL},
+    {"/grpc.health.v1.Health/Check", rpc_health_check},
+    {"/grpc.health.v1.Health/Watch", rpc_health_watch},
+};
+
+void rpc_dispatch(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    char m[256];
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(c->path, routes[i].path) != 0)
+            continue;
+        if (routes[i].fn == NULL) {
+            snprintf(m, sizeof m, "cairn: %s is not implemented yet", c->path + 1);
+            grpc_finish(c, GRPC_UNIMPLEMENTED, m);
+            return;
+        }
+        routes[i].fn(c, msg, len);
+        return;
+    }
+    /* grpc-go's texts for unknown services and methods. */
+    const char *svc = c->path + 1, *slash = strchr(svc, '/');
+    if (slash == NULL) {
+        snprintf(m, sizeof m, "malformed method name: \"%s\"", c->path);
+        grpc_finish(c, GRPC_UNIMPLEMENTED, m);
+        return;
+    }
+    int known = 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strncmp(routes[i].path + 1, svc, (size_t)(slash - svc) + 1) == 0)
+            known = 1;
+    if (known)
+        snprintf(m, sizeof m, "unknown method %s for service %.*s", slash + 1,
+                 (int)(slash - svc), svc);
+    else
+        snprintf(m, sizeof m, "unknown service %.*s", (int)(slash - svc), svc);
+    grpc_finish(c, GRPC_UNIMPLEMENTED, m);
+}

@@ -1,0 +1,203 @@
+/* etcdserverpb.KV: reads run on the loop thread against an LMDB snapshot;
+ * writes go through the apply thread and answer once durable. */
+#include <string.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+#include "rpc/rpc.h"
+
+void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev)
+{
+    h->cluster_id = srv->cluster_id;
+    h->member_id = srv->member_id;
+    h->raft_term = srv->raft_term;
+    if (rev)
+        h->revision = rev;
+}
+
+int64_t rpc_current_rev(void)
+{
+    struct mvcc_txn t;
+    if (mvcc_read_begin(srv->mvcc, &t) != 0)
+        return 0;
+    int64_t rev = t.rev;
+    mvcc_read_end(&t);
+    return rev;
+}
+
+void rpc_bad_message(struct grpc_call *c)
+{
+    grpc_finish(c, GRPC_INTERNAL,
+                "grpc: error unmarshalling request: proto: invalid wire data");
+}
+
+/* ---- writes ---- */
+
+static void write_done(struct apply_cmd *cmd)
+{
+    struct grpc_call *c = cmd->ud;
+    if (c != NULL) {
+        c->ud = NULL;
+        if (cmd->rc != 0) {
+            grpc_finish_err(c, cmd->rc);
+        } else {
+            grpc_send(c, cmd->resp, cmd->resp_len);
+            grpc_finish(c, GRPC_OK, NULL);
+        }
+    }
+    apply_cmd_free(cmd);
+}
+
+/* The call went away first (peer reset, deadline): the write still
+ * applies, nobody is told. */
+static void write_cancel(struct grpc_call *c)
+{
+    struct apply_cmd *cmd = c->ud;
+    if (cmd != NULL)
+        cmd->ud = NULL;
+    c->ud = NULL;
+}
+
+static void submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
+                   size_t len)
+{
+    struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
+    cmd->op = op;
+    cmd->req = cairn_malloc(len + 1);
+    if (len)
+        memcpy(cmd->req, msg, len);
+    cmd->req_len = len;
+    cmd->done = write_done;
+    cmd->ud = c;
+    c->ud = cmd;
+    c->on_cancel = write_cancel;
+    apply_submit(srv->apply, cmd);
+}
+
+void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__PutRequest *r =
+        etcdserverpb__put_request__unpack(&c->arena.pb, len, msg);
+    int rc;
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if ((rc = mvcc_check_put(r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    if (len > (size_t)srv->cfg.max_request_bytes) {
+        grpc_finish_err(c, CAIRN_ETOOLARGE);
+        return;
+    }
+    submit(c, APPLY_PUT, msg, len);
+}
+
+void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__DeleteRangeRequest *r =
+        etcdserverpb__delete_range_request__unpack(&c->arena.pb, len, msg);
+    int rc;
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if ((rc = mvcc_check_delete(r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    if (len > (size_t)srv->cfg.max_request_bytes) {
+        grpc_finish_err(c, CAIRN_ETOOLARGE);
+        return;
+    }
+    submit(c, APPLY_DELETE_RANGE, msg, len);
+}
+
+void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__CompactionRequest *r =
+        etcdserverpb__compaction_request__unpack(&c->arena.pb, len, msg);
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    submit(c, APPLY_COMPACT, msg, len);
+}
+
+/* ---- reads ---- */
+
+void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__RangeRequest *r =
+        etcdserverpb__range_request__unpack(&c->arena.pb, len, msg);
+    Etcdserverpb__RangeResponse resp;
+    struct mvcc_txn t;
+    int rc;
+
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if ((rc = mvcc_check_range(r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    /* One member: every committed write is applied, so a local read is
+     * also linearizable. */
+    if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    rc = mvcc_range(&t, r, &c->arena, &resp);
+    if (rc == 0) {
+        rpc_header(resp.header, 0);
+        grpc_send_pb(c, &resp); /* packs while the snapshot is open */
+    }
+    mvcc_read_end(&t);
+    if (rc != 0)
+        grpc_finish_err(c, rc);
+    else
+        grpc_finish(c, GRPC_OK, NULL);
+}
+
+void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__TxnRequest *r =
+        etcdserverpb__txn_request__unpack(&c->arena.pb, len, msg);
+    Etcdserverpb__TxnResponse resp;
+    struct mvcc_txn t;
+    int rc;
+
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if ((rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    if (mvcc_txn_is_write(r)) {
+        if (len > (size_t)srv->cfg.max_request_bytes) {
+            grpc_finish_err(c, CAIRN_ETOOLARGE);
+            return;
+        }
+        submit(c, APPLY_TXN, msg, len);
+        return;
+    }
+    /* Read-only: no revision, no trip through the write path. */
+    if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    rc = mvcc_txn(&t, r, &c->arena, &resp);
+    if (rc == 0) {
+        rpc_header(resp.header, 0);
+        grpc_send_pb(c, &resp);
+    }
+    mvcc_read_end(&t);
+    if (rc != 0)
+        grpc_finish_err(c, rc);
+    else
+        grpc_finish(c, GRPC_OK, NULL);
+}

@@ -1,0 +1,34 @@
+/* The gRPC services: one handler per RPC, found by path in dispatch.c.
+ * Handlers unpack into the call's arena, validate, and either answer at
+ * once (reads) or submit to the apply thread (writes) and answer when the
+ * write is durable. */
+#ifndef RPC_RPC_H
+#define RPC_RPC_H
+
+#include "net/net.h"
+#include "server/server.h"
+
+typedef void (*rpc_handler)(struct grpc_call *c, const uint8_t *msg,
+                            size_t len);
+
+void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len);
+
+void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
+                             size_t len);
+void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
+
+/* A response header with this member's identity and @rev. */
+void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev);
+/* The current revision (a fresh read view). */
+int64_t rpc_current_rev(void);
+/* Answers a malformed request body the way grpc-go does. */
+void rpc_bad_message(struct grpc_call *c);
+
+#endif

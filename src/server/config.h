@@ -1,0 +1,47 @@
+/* Command line and ETCD_* environment: etcd's flag names, defaults and
+ * precedence (flag, then environment, then default). Immutable after
+ * start. */
+#ifndef SERVER_CONFIG_H
+#define SERVER_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CAIRN_VERSION "0.1.0"
+/* What Status.version and /version report: an etcd 3.6-compatible semver,
+ * so that kube-apiserver's feature gates (RequestWatchProgress needs
+ * >= 3.4.31 outside [3.5.0, 3.5.13)) see a current etcd. */
+#define CAIRN_ETCD_VERSION "3.6.0"
+#define CAIRN_ETCD_CLUSTER_VERSION "3.6.0"
+
+#define CONFIG_MAX_URLS 16
+
+struct config {
+    const char *name;
+    const char *data_dir;
+    const char *listen_client_urls;
+    const char *advertise_client_urls;
+    const char *listen_peer_urls;
+    const char *initial_advertise_peer_urls;
+    const char *initial_cluster;
+    const char *initial_cluster_token;
+    const char *initial_cluster_state;
+    const char *log_level;
+    int64_t max_request_bytes;
+    int64_t max_txn_ops;
+    int64_t quota_backend_bytes;
+    int64_t snapshot_count;
+    int64_t heartbeat_ms;
+    int64_t election_ms;
+    int show_version, show_help;
+};
+
+/* Parses argv and the environment. Returns 0, 1 when the process should
+ * exit 0 (help, version) or 2 on a usage error (message printed). */
+int config_parse(struct config *c, int argc, char **argv);
+void config_usage(FILE *out);
+
+/* Splits a comma-separated list in place into @out; returns the count. */
+int config_split(char *list, char **out, int max);
+
+#endif

@@ -1,0 +1,234 @@
+/* argv -> config -> store -> apply thread -> listeners -> loop. */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "net/net.h"
+#include "server/server.h"
+
+struct server *srv;
+
+/* Reserved address space for the LMDB map; the file grows as needed. */
+#define MAP_SIZE ((size_t)64 << 30)
+#define SHUTDOWN_GRACE_MS 5000
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+uint64_t server_member_id(char **peer_urls, int n, const char *token)
+{
+    char *sorted[CONFIG_MAX_URLS];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    memcpy(sorted, peer_urls, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_str);
+    EVP_DigestInit_ex(ctx, EVP_sha1(), NULL);
+    for (int i = 0; i < n; i++)
+        EVP_DigestUpdate(ctx, sorted[i], strlen(sorted[i]));
+    EVP_DigestUpdate(ctx, token, strlen(token));
+    EVP_DigestFinal_ex(ctx, md, NULL);
+    EVP_MD_CTX_free(ctx);
+    return be64(md);
+}
+
+uint64_t server_cluster_id(const uint64_t *ids, int n)
+{
+    uint64_t sorted[64];
+    unsigned char b[8 * 64], md[EVP_MAX_MD_SIZE];
+    memcpy(sorted, ids, (size_t)n * sizeof *ids);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_u64);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 8; j++)
+            b[8 * i + j] = (unsigned char)(sorted[i] >> (56 - 8 * j));
+    EVP_Digest(b, (size_t)n * 8, md, NULL, EVP_sha1(), NULL);
+    return be64(md);
+}
+
+/* Finds this member's peer URLs in --initial-cluster, computes every
+ * member's ID, and refuses clusters of more than one member (replication is
+ * not built yet). */
+static int identity(struct server *s)
+{
+    char *ic = cairn_strdup(s->cfg.initial_cluster), *ents[64];
+    int n = config_split(ic, ents, 64), mine = 0;
+    char *names[64];
+    uint64_t ids[64];
+    int nm = 0;
+
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(ents[i], '=');
+        if (eq == NULL) {
+            fprintf(stderr, "cairn: --initial-cluster: '%s' is not name=url\n",
+                    ents[i]);
+            return -1;
+        }
+        *eq = 0;
+        int found = -1;
+        for (int j = 0; j < nm; j++)
+            if (strcmp(names[j], ents[i]) == 0)
+                found = j;
+        if (found < 0) {
+            names[nm++] = ents[i];
+        }
+        if (strcmp(ents[i], s->cfg.name) == 0) {
+            s->peer_urls[s->n_peer_urls++] = eq + 1;
+            mine = 1;
+        }
+    }
+    if (!mine) {
+        fprintf(stderr,
+                "cairn: couldn't find local name \"%s\" in the initial cluster "
+                "configuration\n",
+                s->cfg.name);
+        return -1;
+    }
+    if (nm > 1) {
+        fprintf(stderr, "cairn: --initial-cluster names %d members; replication "
+                        "is not built yet, so cairn runs one member only\n",
+                nm);
+        return -1;
+    }
+    s->member_id = server_member_id(s->peer_urls, s->n_peer_urls,
+                                    s->cfg.initial_cluster_token);
+    ids[0] = s->member_id;
+    s->cluster_id = server_cluster_id(ids, 1);
+    char *cu = cairn_strdup(s->cfg.advertise_client_urls);
+    s->n_client_urls = config_split(cu, s->client_urls, CONFIG_MAX_URLS);
+    return 0;
+}
+
+static uv_signal_t sig_term, sig_int;
+
+static void on_net_closed(void)
+{
+    /* Every connection is gone: finish the write path and stop. */
+    apply_stop(srv->apply);
+    srv->apply = NULL;
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_stop(srv->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    log_info("server: received signal %d, shutting down", signum);
+    net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
+}
+
+/* Each start is a new term, as a single etcd member campaigns again. */
+static int load_term(struct server *s)
+{
+    struct mvcc_txn t;
+    int rc = mvcc_write_begin(s->mvcc, &t);
+    if (rc != 0)
+        return rc;
+    s->raft_term = (uint64_t)mvcc_meta_get(&t, "term", 1) + 1;
+    rc = mvcc_meta_put(&t, "term", (int64_t)s->raft_term);
+    if (rc == 0)
+        rc = mvcc_write_commit(&t);
+    else
+        mvcc_write_abort(&t);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static struct server server;
+    struct net_opts nopts;
+    char *urls[CONFIG_MAX_URLS];
+    int rc, n;
+
+    srv = &server;
+    signal(SIGPIPE, SIG_IGN);
+    rc = config_parse(&server.cfg, argc, argv);
+    if (rc == 1) {
+        if (server.cfg.show_version)
+            printf("cairn Version: %s\netcd API Version: %s\n", CAIRN_VERSION,
+                   CAIRN_ETCD_VERSION);
+        return 0;
+    }
+    if (rc != 0)
+        return 2;
+    if (log_set_level(server.cfg.log_level) != 0) {
+        fprintf(stderr, "cairn: unknown --log-level '%s'\n", server.cfg.log_level);
+        return 2;
+    }
+    if (identity(&server) != 0)
+        return 2;
+    server.loop = uv_default_loop();
+    rc = mvcc_open(server.cfg.data_dir, MAP_SIZE, &server.mvcc);
+    if (rc != 0) {
+        log_error("server: cannot open data dir %s: %s", server.cfg.data_dir,
+                  cairn_err_msg(rc));
+        return 1;
+    }
+    if ((rc = load_term(&server)) != 0) {
+        log_error("server: cannot write to data dir: %s", cairn_err_msg(rc));
+        return 1;
+    }
+    struct apply_header hdr = {server.cluster_id, server.member_id,
+                               server.raft_term};
+    if (apply_start(server.loop, server.mvcc, &hdr, &server.apply) != 0) {
+        log_error("server: cannot start the apply thread");
+        return 1;
+    }
+    /* gRPC's receive limit is the request limit plus 512 KiB of headroom
+     * (etcd's v3rpc/grpc.go). */
+    nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;
+    nopts.max_streams = 1u << 20;
+    char *lcu = cairn_strdup(server.cfg.listen_client_urls);
+    n = config_split(lcu, urls, CONFIG_MAX_URLS);
+    for (int i = 0; i < n; i++) {
+        rc = net_listen(server.loop, urls[i], &nopts);
+        if (rc == -EPROTONOSUPPORT) {
+            log_error("server: %s: TLS listeners are not supported yet", urls[i]);
+            return 1;
+        }
+        if (rc != 0) {
+            log_error("server: cannot listen on %s: %s", urls[i],
+                      rc == -EINVAL ? "invalid URL" : uv_strerror(rc));
+            return 1;
+        }
+    }
+    cairn_free(lcu);
+    uv_signal_init(server.loop, &sig_term);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_init(server.loop, &sig_int);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    log_info("server: ready name=%s data-dir=%s member-id=%016llx "
+             "cluster-id=%016llx term=%llu",
+             server.cfg.name, server.cfg.data_dir,
+             (unsigned long long)server.member_id,
+             (unsigned long long)server.cluster_id,
+             (unsigned long long)server.raft_term);
+    uv_run(server.loop, UV_RUN_DEFAULT);
+    mvcc_close(server.mvcc);
+    log_info("server: stopped");
+    return 0;
+}

@@ -1,0 +1,33 @@
+/* The running member: configuration, identity and the subsystems the rpc
+ * layer reaches. One per process. */
+#ifndef SERVER_SERVER_H
+#define SERVER_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "apply/apply.h"
+#include "mvcc/mvcc.h"
+#include "server/config.h"
+
+struct server {
+    struct config cfg;
+    uv_loop_t *loop;
+    struct mvcc *mvcc;
+    struct apply *apply;
+    uint64_t cluster_id, member_id, raft_term;
+    char *peer_urls[CONFIG_MAX_URLS];
+    int n_peer_urls;
+    char *client_urls[CONFIG_MAX_URLS];
+    int n_client_urls;
+    int stopping;
+};
+
+extern struct server *srv;
+
+/* etcd's member and cluster IDs: sha1 over the member's sorted peer URLs
+ * and the cluster token; the cluster ID over the sorted member IDs. */
+uint64_t server_member_id(char **peer_urls, int n, const char *token);
+uint64_t server_cluster_id(const uint64_t *ids, int n);
+
+#endif

@@ -24,7 +24,7 @@ LIBOBJS := $(patsubst %.c,$(B)/%.o,$(filter-out src/server/main.c,$(SRCS))) \
            $(PB_C:.c=.o)
 TESTS   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps run test check unit integration bench clean format
+.PHONY: all deps run test tests-build unit integration bench clean format
 all: deps $(B)/cairn
 
 deps:
@@ -56,6 +56,8 @@ $(B)/tests/%: tests/unit/%.c $(B)/libcairn.a
 run: all
 	./$(B)/cairn --listen-client-urls http://127.0.0.1:2379 \
 	    --advertise-client-urls http://127.0.0.1:2379
+
+tests-build: $(B)/cairn $(TESTS)
 
 unit: deps $(B)/cairn $(TESTS)
 	@sh tests/run-unit.sh $(TESTS)

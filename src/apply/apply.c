@@ -113,6 +113,13 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
     return rc;
 }
 
+/* Errors from the store itself (not from the request): the write txn is
+ * no longer trustworthy. */
+static int is_store_error(int rc)
+{
+    return rc == CAIRN_ESTORE || rc == CAIRN_ENOSPACE || (rc < 0 && rc > -1000);
+}
+
 static void push_done(struct apply *a, struct apply_cmd *head,
                       struct apply_cmd *tail)
 {
@@ -147,17 +154,19 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     struct apply_cmd *tail = NULL, *phys_head = NULL, *phys_tail = NULL;
     struct apply_cmd *done_head = NULL;
     uint64_t n = 0;
-    int rc;
+    int rc, fatal = 0;
 
     arena_init(&ar);
     rc = mvcc_write_begin(a->m, &t);
     if (rc == 0) {
         struct apply_cmd *c = batch, *next;
         for (; c != NULL; c = next) {
-            int physical;
+            int physical = 0;
             next = c->next;
             c->next = NULL;
-            c->rc = apply_one(a, &t, c, &ar, &physical);
+            c->rc = fatal ? fatal : apply_one(a, &t, c, &ar, &physical);
+            if (is_store_error(c->rc))
+                fatal = c->rc;
             mvcc_cmd_end(&t);
             n++;
             if (physical) {
@@ -175,13 +184,26 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
             tail = c;
         }
         batch = NULL;
-        if (a->compacting) {
+        if (fatal != 0) {
+            /* A store error mid-command may have left part of it written:
+             * nothing of this batch may commit. */
+            mvcc_write_abort(&t);
+            rc = fatal;
+        }
+        if (rc == 0 && n > 0)
+            rc = mvcc_meta_put(&t, "index", (int64_t)(atomic_load(&a->index) + n));
+        if (rc == 0 && a->compacting) {
             int more = mvcc_compact_step(&t, COMPACT_KEYS_PER_BATCH);
-            if (more < 0)
+            if (more < 0) {
                 log_error("apply: compaction step failed rc=%d", more);
+                rc = more; /* it may have deleted part of a key's history */
+            }
             a->compacting = more > 0;
         }
-        rc = mvcc_write_commit(&t);
+        if (rc == 0)
+            rc = mvcc_write_commit(&t);
+        else if (fatal == 0)
+            mvcc_write_abort(&t);
     }
     if (rc != 0) {
         /* Nothing of the batch is on disk. */
@@ -286,6 +308,7 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     /* Resume a compaction a restart interrupted. */
     if (mvcc_read_begin(m, &t) == 0) {
         a->compacting = t.compact_rev > mvcc_compact_done(&t);
+        atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "index", 0));
         mvcc_read_end(&t);
     }
     if (pthread_create(&a->thread, NULL, apply_main, a) != 0) {

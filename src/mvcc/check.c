@@ -21,6 +21,8 @@ int mvcc_check_put(const Etcdserverpb__PutRequest *r)
 {
     if (r->key.len == 0)
         return CAIRN_EEMPTYKEY;
+    if (r->key.len > MVCC_MAX_KEY)
+        return CAIRN_ETOOLARGE;
     if (r->ignore_value && r->value.len != 0)
         return CAIRN_EVALUEPROVIDED;
     if (r->ignore_lease && r->lease != 0)

@@ -24,6 +24,9 @@
 
 struct mvcc;
 
+/* LMDB's key size limit bounds etcd keys (etcd itself has none). */
+#define MVCC_MAX_KEY 511
+
 struct mvcc_txn {
     struct mvcc *m;
     void *txn;           /* MDB_txn */

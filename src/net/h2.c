@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "net/frame.h"
 #include "net/net_int.h"
 
 #define STREAM_WINDOW (1 << 20)
@@ -165,8 +166,8 @@ static void send_headers(struct grpc_call *c)
 
 void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
-    uint8_t prefix[5] = {0, (uint8_t)(len >> 24), (uint8_t)(len >> 16),
-                         (uint8_t)(len >> 8), (uint8_t)len};
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    grpc_frame_prefix(prefix, len);
     if (c->finished || c->closed)
         return;
     if (!c->headers_sent)
@@ -180,8 +181,8 @@ void grpc_send_pb(struct grpc_call *c, const void *pbmsg)
 {
     const ProtobufCMessage *m = pbmsg;
     size_t n = protobuf_c_message_get_packed_size(m);
-    uint8_t prefix[5] = {0, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
-                         (uint8_t)(n >> 8), (uint8_t)n};
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    grpc_frame_prefix(prefix, n);
     if (c->finished || c->closed)
         return;
     if (!c->headers_sent)
@@ -346,11 +347,14 @@ static void deliver(struct grpc_call *c, const uint8_t *msg, size_t len)
 static void process_input(struct grpc_call *c)
 {
     size_t off = 0;
-    while (!c->finished && !c->closed && c->in.len - off >= 5) {
+    while (!c->finished && !c->closed) {
+        uint32_t len = 0;
         const uint8_t *p = c->in.data + off;
-        uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
-                       (uint32_t)p[3] << 8 | p[4];
-        if (len > c->conn->opts->max_recv_bytes) {
+        enum grpc_frame_result fr = grpc_frame_next(
+            p, c->in.len - off, c->conn->opts->max_recv_bytes, &len);
+        if (fr == GRPC_FRAME_NEED_MORE)
+            break;
+        if (fr == GRPC_FRAME_TOO_LARGE) {
             char m[128];
             snprintf(m, sizeof m,
                      "grpc: received message larger than max (%u vs. %zu)", len,
@@ -358,7 +362,7 @@ static void process_input(struct grpc_call *c)
             grpc_finish(c, GRPC_RESOURCE_EXHAUSTED, m);
             break;
         }
-        if (p[0] != 0) {
+        if (fr == GRPC_FRAME_COMPRESSED) {
             if (c->grpc_encoding[0] == 0 ||
                 strcmp(c->grpc_encoding, "identity") == 0) {
                 grpc_finish(c, GRPC_INTERNAL,
@@ -374,10 +378,8 @@ static void process_input(struct grpc_call *c)
             }
             break;
         }
-        if (c->in.len - off - 5 < len)
-            break;
-        off += 5 + len;
-        deliver(c, p + 5, len);
+        off += GRPC_PREFIX_LEN + len;
+        deliver(c, p + GRPC_PREFIX_LEN, len);
     }
     if (c->finished || c->closed)
         c->in.len = 0;
@@ -506,6 +508,9 @@ int net__h2_init(struct conn *conn)
     /* etcd client 3.5.0 sends ":authority #initially=[...]"; nghttp2's HTTP
      * checks would reset those streams, so we validate requests ourselves. */
     nghttp2_option_set_no_http_messaging(opt, 1);
+    /* nghttp2 keeps closed streams for the priority tree, up to the stream
+     * limit (ours is huge): memory without use for gRPC. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     rc = nghttp2_session_server_new2(&conn->h2, cb, conn, opt);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);

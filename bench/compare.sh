@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# compare.sh: run the same workloads against real etcd 3.4 and cairn,
+# alternating between the two servers, and print req/s, p99 and peak RSS
+# side by side.
+#
+# Environment knobs (defaults in brackets):
+#   CAIRN     cairn binary            [bench/../build/cairn]
+#   ETCD      etcd binary             [/usr/bin/etcd]
+#   ROUNDS    rounds per workload     [3]
+#   DURATION  seconds per run         [5]
+#   VAL_SIZE  value bytes             [256]
+#   KEYS      key space               [10000]
+#   TMPDIR    where data dirs go      [/tmp]
+#
+# Exit: 0 all runs clean, 1 a run or server failed, 2 missing binary.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+CAIRN=${CAIRN:-$here/../build/cairn}
+ETCD=${ETCD:-/usr/bin/etcd}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+VAL_SIZE=${VAL_SIZE:-256}
+KEYS=${KEYS:-10000}
+BENCH=$here/cairn-bench
+
+# label|cairn-bench arguments
+WORKLOADS=(
+    "put 1x1|--op put --conns 1 --streams 1"
+    "put 4x64|--op put --conns 4 --streams 64"
+    "range 4x64|--op range --conns 4 --streams 64 --prefill"
+)
+SERVERS=(etcd cairn)
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
+for b in "$CAIRN" "$ETCD"; do
+    if [[ ! -x $b ]]; then
+        echo "compare.sh: server binary not found or not executable: $b" >&2
+        echo "compare.sh: build cairn first or set CAIRN=/path/to/cairn" >&2
+        exit 2
+    fi
+done
+command -v ss >/dev/null || die "needs ss (iproute2) to check port owners"
+make -s -C "$here" >/dev/null || die "building cairn-bench failed"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/cairn-compare.XXXXXX")
+declare -A PID CPORT
+started=()
+
+# Stop only what we started, by PID: TERM, bounded wait, then KILL.  The
+# children are never reaped before this, so their PIDs cannot be reused.
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+    local pid i
+    for pid in "${started[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A random port in 20000-59999 that nothing uses (in any TCP state) and we
+# have not handed out yet.  Someone could still grab it before the server
+# binds it; start_server catches that by checking the socket's owner.
+# Sets PORT (a global, so no subshell loses used_ports or swallows die).
+used_ports=" "
+pick_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        [[ $used_ports == *" $p "* ]] && continue
+        [[ -z $(ss -Htan "( sport = :$p or dport = :$p )") ]] || continue
+        used_ports+="$p "
+        PORT=$p
+        return 0
+    done
+    die "no free port found"
+}
+
+# Is $1 running?  kill -0 is not enough: we never reap our servers before
+# cleanup, so a crashed one lingers as a zombie.
+alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || true
+    [[ -n $st && $st != Z ]]
+}
+
+ppid_of() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f2 || true; }
+
+# PID owning the listening socket on 127.0.0.1:$1, empty if none.
+port_owner() {
+    ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 ||
+        true # no listener yet: grep fails, which pipefail would propagate
+}
+
+start_server() { # name binary
+    local name=$1 bin=$2 cport pport dir pid owner i ok=0
+    pick_port; cport=$PORT
+    pick_port; pport=$PORT
+    dir=$work/$name
+    mkdir -p "$dir"
+    "$bin" --name b --data-dir "$dir/data" \
+        --listen-client-urls "http://127.0.0.1:$cport" \
+        --advertise-client-urls "http://127.0.0.1:$cport" \
+        --listen-peer-urls "http://127.0.0.1:$pport" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+        --initial-cluster "b=http://127.0.0.1:$pport" \
+        >"$dir/log" 2>&1 &
+    pid=$!
+    started+=("$pid")
+    PID[$name]=$pid CPORT[$name]=$cport
+
+    # Wait (bounded) until the port is listening, and make sure the process
+    # behind it is ours (or a child of ours), not a stray server.
+    for ((i = 0; i < 300; i++)); do
+        if ! alive "$pid"; then
+            tail -n 20 "$dir/log" >&2
+            die "$name exited during startup (log above)"
+        fi
+        owner=$(port_owner "$cport")
+        if [[ -n $owner ]]; then
+            if [[ $owner != "$pid" && $(ppid_of "$owner") != "$pid" ]]; then
+                die "port $cport is held by PID $owner, not by our $name ($pid)"
+            fi
+            ok=1
+            break
+        fi
+        sleep 0.1
+    done
+    ((ok)) || die "$name did not listen on 127.0.0.1:$cport within 30s"
+
+    # Listening is not serving: wait for a successful gRPC request.
+    for ((i = 0; i < 50; i++)); do
+        if "$BENCH" --endpoint "127.0.0.1:$cport" --op range --total 1 \
+            --timeout 2 --quiet >/dev/null 2>&1; then
+            echo "started $name pid=$pid client=127.0.0.1:$cport peer=$pport" >&2
+            return 0
+        fi
+        alive "$pid" || break
+        sleep 0.2
+    done
+    tail -n 20 "$dir/log" >&2
+    die "$name never answered a Range request"
+}
+
+field() { # summary-line name -> value of name=value
+    tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p" | head -n1
+}
+
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+start_server etcd "$ETCD"
+start_server cairn "$CAIRN"
+
+echo "# $(nproc) CPUs, rounds=$ROUNDS duration=${DURATION}s val_size=$VAL_SIZE keys=$KEYS" >&2
+results=$work/results.tsv
+: >"$results"
+failed=0
+for ((r = 1; r <= ROUNDS; r++)); do
+    for w in "${WORKLOADS[@]}"; do
+        label=${w%%|*}
+        args=${w#*|}
+        for s in "${SERVERS[@]}"; do
+            alive "${PID[$s]}" || die "$s (pid ${PID[$s]}) died; log: $(tail -n 5 "$work/$s/log")"
+            rc=0
+            # shellcheck disable=SC2086  # args is a word list on purpose
+            out=$(timeout $((DURATION + 120)) "$BENCH" \
+                --endpoint "127.0.0.1:${CPORT[$s]}" $args \
+                --duration "$DURATION" --val-size "$VAL_SIZE" --keys "$KEYS" \
+                2>"$work/bench.err") || rc=$?
+            line=$(grep '^op=' <<<"$out" | tail -n1 || true)
+            if ((rc != 0)); then
+                failed=1
+                echo "round $r $label $s: FAILED rc=$rc" >&2
+                sed 's/^/    /' "$work/bench.err" >&2
+            else # surface notes such as a low server stream limit
+                grep -v ': prefill:' "$work/bench.err" | sed 's/^/    /' >&2 || true
+            fi
+            rps=$(field "$line" rps)
+            p99=$(field "$line" p99_us)
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$label" "$r" \
+                "${rps:-0}" "${p99:-0}" "$rc" >>"$results"
+            echo "round $r  $(printf '%-11s %-5s' "$label" "$s")  ${line:-no output}" >&2
+        done
+    done
+done
+
+hwm_etcd=$(hwm_kb "${PID[etcd]}")
+hwm_cairn=$(hwm_kb "${PID[cairn]}")
+
+# Median over rounds for every (server, workload); then the table.
+echo
+awk -F'\t' -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" -v order="$(
+    for w in "${WORKLOADS[@]}"; do printf '%s;' "${w%%|*}"; done)" '
+function median(list,   a, n, t) {
+    n = split(list, a, " ")
+    # insertion sort: a handful of rounds
+    for (i = 2; i <= n; i++) {
+        t = a[i] + 0
+        for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]
+        a[j + 1] = t
+    }
+    if (n == 0) return 0
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function ratio(c, e) { return e > 0 ? sprintf("%.2f", c / e) : "-" }
+{
+    rps[$1, $2] = rps[$1, $2] " " $4
+    p99[$1, $2] = p99[$1, $2] " " $5
+    if ($6 != 0) bad[$1, $2] = 1
+}
+END {
+    printf "%-12s %10s %10s %7s   %10s %10s %7s\n", "workload",
+        "etcd rps", "cairn rps", "ratio", "etcd p99", "cairn p99", "ratio"
+    n = split(order, ws, ";")
+    for (k = 1; k < n; k++) {
+        w = ws[k]
+        er = median(rps["etcd", w]); cr = median(rps["cairn", w])
+        ep = median(p99["etcd", w]); cp = median(p99["cairn", w])
+        printf "%-12s %10.0f %10.0f %7s   %8.0fus %8.0fus %7s%s\n", w,
+            er, cr, ratio(cr, er), ep, cp, ratio(cp, ep),
+            (bad["etcd", w] || bad["cairn", w]) ? "  (errors!)" : ""
+    }
+    printf "%-12s %9.1fM %9.1fM %7s\n", "peak RSS", hwm_e / 1024,
+        hwm_c / 1024, ratio(hwm_c, hwm_e)
+}' "$results"
+echo "(median of $ROUNDS rounds; ratio = cairn/etcd: >1 is better for rps, worse for p99 and RSS)"
+
+exit "$failed"

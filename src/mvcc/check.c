@@ -105,8 +105,13 @@ static void iv_add(struct arena *a, struct ivset *s, struct ival iv)
     s->v[s->n++] = iv;
 }
 
+static int ks_has(const struct keyset *s, ProtobufCBinaryData k);
+
+/* A set, as etcd's map: adding a present key changes nothing. */
 static void ks_add(struct arena *a, struct keyset *s, ProtobufCBinaryData k)
 {
+    if (ks_has(s, k))
+        return;
     grow(a, (void **)&s->v, &s->cap, s->n, sizeof *s->v);
     s->v[s->n++] = k;
 }
@@ -132,6 +137,10 @@ static int iv_hits(const struct ivset *s, ProtobufCBinaryData k,
     ke.data[k.len] = 0;
     for (size_t i = 0; i < s->n; i++) {
         const struct ival *d = &s->v[i];
+        /* An empty or inverted range (end <= begin, e.g. "\0" as the end
+         * of a non-empty key) overlaps nothing in etcd's interval tree. */
+        if (affine_cmp(d->e, d->b) <= 0)
+            continue;
         int left = affine_cmp(d->b, k) < 0 && affine_cmp(d->e, k) <= 0;
         int right = affine_cmp(d->b, ke) >= 0;
         if (!left && !right)

@@ -407,14 +407,12 @@ static void end_of_request(struct grpc_call *c)
         return;
     if (!c->dispatched) {
         /* The stream ended before a whole message: grpc-go reports the
-         * reader's io error. */
-        grpc_finish(c, GRPC_INTERNAL,
-                    c->in.len ? "grpc: received truncated message"
-                              : "grpc: request has no message");
+         * reader's io error as Unknown. */
+        grpc_finish(c, GRPC_UNKNOWN, c->in.len ? "unexpected EOF" : "EOF");
         return;
     }
     if (c->in.len > 0) {
-        grpc_finish(c, GRPC_INTERNAL, "grpc: received truncated message");
+        grpc_finish(c, GRPC_UNKNOWN, "unexpected EOF");
         return;
     }
     if (c->on_half_close)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -119,6 +120,20 @@ static int identity(struct server *s)
     return 0;
 }
 
+/* An etcd data dir (member/snap/db, member/wal) is not ours to write
+ * into: refuse rather than start empty beside it. */
+static int etcd_data_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/member/wal", dir);
+    if (access(path, F_OK) != 0)
+        return 0;
+    log_error("server: %s holds an etcd data directory (member/wal); cairn "
+              "does not read etcd's on-disk format. Use another --data-dir.",
+              dir);
+    return 1;
+}
+
 static uv_signal_t sig_term, sig_int;
 
 static void on_net_closed(void)
@@ -182,6 +197,8 @@ int main(int argc, char **argv)
     if (identity(&server) != 0)
         return 2;
     server.loop = uv_default_loop();
+    if (etcd_data_dir(server.cfg.data_dir))
+        return 1;
     rc = mvcc_open(server.cfg.data_dir, MAP_SIZE, &server.mvcc);
     if (rc != 0) {
         log_error("server: cannot open data dir %s: %s", server.cfg.data_dir,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cairn_it import ETCD_BIN, Server, binary_under_test
+from cairn_it import ETCD_BIN, Server, binary_under_test, is_etcd
 
 
 # --------------------------------------------------------------------------
@@ -21,8 +21,16 @@ class ServerFactory:
         return s
 
     def cleanup(self):
+        bad = []
         for s in self.servers:
+            was_running = s.proc is not None and s.proc.poll() is None
+            rc = s.stop()
+            # cairn must shut down cleanly on SIGTERM: exit 0, which under
+            # ASan/UBSan also means no leak and no undefined behaviour.
+            if was_running and not is_etcd(s.binary) and rc != 0:
+                bad.append((s, rc, s.log_tail(30)))
             s.cleanup()
+        assert not bad, "server did not exit 0 on SIGTERM: %r" % (bad,)
 
 
 @pytest.fixture

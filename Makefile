@@ -46,7 +46,7 @@ $(B)/src/%.o: src/%.c $(PB_H)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(B)/tests/%: tests/unit/%.c $(B)/libcairn.a
+$(B)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(B)/libcairn.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libcairn.a $(LDLIBS) -lcmocka
 

@@ -254,20 +254,30 @@ static int put_apply(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
                      struct arena *a, Etcdserverpb__PutResponse *resp)
 {
     Mvccpb__KeyValue *prev = NULL, kv;
-    int rc;
+    struct mvcc_rev pr;
+    int rc, exists;
 
     etcdserverpb__put_response__init(resp);
-    if ((rc = get_latest(t, r->key, a, &prev)) != 0)
-        return rc;
-    if ((r->ignore_value || r->ignore_lease) && prev == NULL)
+    /* The index entry has the version, create revision and lease: the old
+     * record is read only when its value is needed. */
+    rc = mvcc__index_get(t, r->key.data, r->key.len, cur_rev(t), &pr);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mvcc__err(rc);
+    exists = rc == 0 && !pr.tomb;
+    if ((r->ignore_value || r->ignore_lease) && !exists)
         return CAIRN_EKEYNOTFOUND;
+    if (exists && (r->prev_kv || r->ignore_value)) {
+        prev = arena_alloc(a, sizeof *prev);
+        if ((rc = mvcc__record_get(t, pr, prev)) != 0)
+            return rc;
+    }
     mvccpb__key_value__init(&kv);
     kv.key = r->key;
     kv.value = r->ignore_value ? prev->value : r->value;
-    kv.lease = r->ignore_lease ? prev->lease : r->lease;
+    kv.lease = r->ignore_lease ? pr.lease : r->lease;
     kv.mod_revision = t->rev + 1;
-    kv.create_revision = prev ? prev->create_revision : kv.mod_revision;
-    kv.version = prev ? prev->version + 1 : 1;
+    kv.create_revision = exists ? pr.create : kv.mod_revision;
+    kv.version = exists ? pr.version + 1 : 1;
     if (r->prev_kv && prev != NULL) {
         /* The record may move once we write: keep a copy. */
         Mvccpb__KeyValue *p = arena_memdup(a, prev, sizeof *prev);
@@ -628,6 +638,8 @@ int mvcc_txn(struct mvcc_txn *t, const Etcdserverpb__TxnRequest *r,
 
 /* ---- Compact ---- */
 
+static const char COMPACT_POS[] = "compact_pos";
+
 int mvcc_compact(struct mvcc_txn *t, const Etcdserverpb__CompactionRequest *r,
                  Etcdserverpb__CompactionResponse *resp, struct arena *a)
 {
@@ -639,6 +651,12 @@ int mvcc_compact(struct mvcc_txn *t, const Etcdserverpb__CompactionRequest *r,
     int rc = mvcc_meta_put(t, "compact", r->revision);
     if (rc != 0)
         return rc;
+    /* A compaction still being stepped restarts from the first key: the
+     * newer revision covers everything the older one would remove. */
+    MDB_val pk = {sizeof COMPACT_POS - 1, (void *)COMPACT_POS};
+    rc = mdb_del(t->txn, t->m->meta, &pk, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return mvcc__err(rc);
     t->compact_rev = r->revision;
     resp->header = new_header(a, t->rev);
     return 0;
@@ -648,8 +666,6 @@ int64_t mvcc_compact_done(struct mvcc_txn *t)
 {
     return mvcc_meta_get(t, "compact_done", -1);
 }
-
-static const char COMPACT_POS[] = "compact_pos";
 
 int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
 {
@@ -696,6 +712,8 @@ int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
                 memcpy(dels[nd++], v.mv_data, MVCC_IDXLEN);
                 rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
             }
+            if (rc == MDB_NOTFOUND)
+                rc = 0; /* the end of this key's revisions, not of the keys */
             /* Keep the newest revision at or below crev unless it is a
              * tombstone (keyIndex.compact). */
             if (!more_dups && nd > 0 && !mvcc__rev_decode(dels[nd - 1]).tomb)

@@ -9,6 +9,7 @@
  *   kv   be64(main) be64(sub) -> flag byte + packed mvccpb.KeyValue
  *        (flag 1 = tombstone: a deletion, KeyValue holds only the key)
  *   idx  user key -> sorted duplicates be64(main) be64(sub) flag
+ *        be64(create_revision) be64(version) be64(lease)
  *   meta name -> be64 value (rev, compact, compact_done, term)
  *
  * Ownership: KeyValue structs produced by reads point into LMDB's map and

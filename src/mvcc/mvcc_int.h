@@ -13,12 +13,16 @@ struct mvcc {
 };
 
 #define MVCC_REVLEN 16   /* be64 main, be64 sub */
-#define MVCC_IDXLEN 17   /* revision + flag */
+/* An index entry: revision, flag, and the key's create revision, version
+ * and lease at that revision, so that writes and counts need not read the
+ * record itself. Entries sort by revision (the first 16 bytes). */
+#define MVCC_IDXLEN 41
 #define MVCC_TOMBSTONE 1
 
 struct mvcc_rev {
     int64_t main, sub;
     int tomb;
+    int64_t create, version, lease;
 };
 
 void mvcc__put_be64(uint8_t *p, uint64_t v);

@@ -31,6 +31,9 @@ void mvcc__rev_encode(uint8_t out[MVCC_IDXLEN], struct mvcc_rev r)
     mvcc__put_be64(out, (uint64_t)r.main);
     mvcc__put_be64(out + 8, (uint64_t)r.sub);
     out[16] = r.tomb ? MVCC_TOMBSTONE : 0;
+    mvcc__put_be64(out + 17, (uint64_t)r.create);
+    mvcc__put_be64(out + 25, (uint64_t)r.version);
+    mvcc__put_be64(out + 33, (uint64_t)r.lease);
 }
 
 struct mvcc_rev mvcc__rev_decode(const uint8_t *p)
@@ -39,6 +42,9 @@ struct mvcc_rev mvcc__rev_decode(const uint8_t *p)
     r.main = (int64_t)mvcc__get_be64(p);
     r.sub = (int64_t)mvcc__get_be64(p + 8);
     r.tomb = p[16] == MVCC_TOMBSTONE;
+    r.create = (int64_t)mvcc__get_be64(p + 17);
+    r.version = (int64_t)mvcc__get_be64(p + 25);
+    r.lease = (int64_t)mvcc__get_be64(p + 33);
     return r;
 }
 
@@ -246,7 +252,7 @@ static int newest_at(MDB_cursor *c, MDB_val *k, int64_t rev,
         return 0;
     }
     uint8_t probe[MVCC_IDXLEN];
-    struct mvcc_rev p = {rev + 1, 0, 0};
+    struct mvcc_rev p = {rev + 1, 0, 0, 0, 0, 0};
     mvcc__rev_encode(probe, p);
     v.mv_size = MVCC_IDXLEN;
     v.mv_data = probe;
@@ -345,7 +351,8 @@ int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
 int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
                      int tomb, struct arena *a)
 {
-    struct mvcc_rev r = {kv->mod_revision, t->changes, tomb};
+    struct mvcc_rev r = {kv->mod_revision, t->changes, tomb,
+                         kv->create_revision, kv->version, kv->lease};
     uint8_t ib[MVCC_IDXLEN];
     size_t n = mvccpb__key_value__get_packed_size(kv);
     uint8_t *rec = arena_alloc(a, n + 1);

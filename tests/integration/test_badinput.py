@@ -84,7 +84,7 @@ def grpc_frame(msg, compressed=0, length=None):
     return struct.pack(">BI", compressed, len(msg) if length is None else length) + msg
 
 
-def raw_call(port, path, body, extra_headers=(), timeout=20.0):
+def raw_call(port, path, body, extra_headers=(), timeout=20.0, authority=None):
     """One gRPC call over a fresh HTTP/2 connection, body sent verbatim.
 
     The request body is sent respecting flow control; if the server ends the
@@ -102,7 +102,7 @@ def raw_call(port, path, body, extra_headers=(), timeout=20.0):
         sid = conn.get_next_available_stream_id()
         conn.send_headers(sid, [
             (":method", "POST"), (":scheme", "http"), (":path", path),
-            (":authority", "127.0.0.1:%d" % port),
+            (":authority", authority or "127.0.0.1:%d" % port),
             ("content-type", "application/grpc"), ("te", "trailers"),
         ] + list(extra_headers))
         sock.sendall(conn.data_to_send())

@@ -28,6 +28,7 @@ BENCH=$here/cairn-bench
 WORKLOADS=(
     "put 1x1|--op put --conns 1 --streams 1"
     "put 4x64|--op put --conns 4 --streams 64"
+    "put 16x64|--op put --conns 16 --streams 64"
     "range 4x64|--op range --conns 4 --streams 64 --prefill"
 )
 SERVERS=(etcd cairn)
@@ -157,6 +158,10 @@ field() { # summary-line name -> value of name=value
 }
 
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Resident memory split: anonymous (heap: the process's own memory) and
+# file-backed (pages of the mmap'ed store, page cache the kernel can drop).
+anon_kb() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+file_kb() { awk '/^RssFile:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 start_server etcd "$ETCD"
 start_server cairn "$CAIRN"
@@ -196,10 +201,14 @@ done
 
 hwm_etcd=$(hwm_kb "${PID[etcd]}")
 hwm_cairn=$(hwm_kb "${PID[cairn]}")
+anon_etcd=$(anon_kb "${PID[etcd]}") anon_cairn=$(anon_kb "${PID[cairn]}")
+file_etcd=$(file_kb "${PID[etcd]}") file_cairn=$(file_kb "${PID[cairn]}")
 
 # Median over rounds for every (server, workload); then the table.
 echo
-awk -F'\t' -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" -v order="$(
+awk -F'\t' -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" \
+    -v anon_e="$anon_etcd" -v anon_c="$anon_cairn" \
+    -v file_e="$file_etcd" -v file_c="$file_cairn" -v order="$(
     for w in "${WORKLOADS[@]}"; do printf '%s;' "${w%%|*}"; done)" '
 function median(list,   a, n, t) {
     n = split(list, a, " ")
@@ -232,7 +241,12 @@ END {
     }
     printf "%-12s %9.1fM %9.1fM %7s\n", "peak RSS", hwm_e / 1024,
         hwm_c / 1024, ratio(hwm_c, hwm_e)
+    printf "%-12s %9.1fM %9.1fM %7s\n", "anon RSS", anon_e / 1024,
+        anon_c / 1024, ratio(anon_c, anon_e)
+    printf "%-12s %9.1fM %9.1fM %7s\n", "file RSS", file_e / 1024,
+        file_c / 1024, ratio(file_c, file_e)
 }' "$results"
+echo "(anon = heap and stacks; file = mapped store pages; both at the end)"
 echo "(median of $ROUNDS rounds; ratio = cairn/etcd: >1 is better for rps, worse for p99 and RSS)"
 
 exit "$failed"

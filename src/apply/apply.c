@@ -29,6 +29,9 @@ struct apply {
     int stopping;
     int compacting;
     _Atomic uint64_t index;
+    _Atomic int64_t committed_rev; /* store revision after the last commit */
+    int64_t notified_rev;          /* loop thread: last passed to on_commit */
+    void (*on_commit)(int64_t rev);
 };
 
 static void fill_header(struct apply *a, Etcdserverpb__ResponseHeader *h)
@@ -225,6 +228,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
         a->compacting = 0;
     } else {
         atomic_fetch_add(&a->index, n);
+        atomic_store(&a->committed_rev, t.rev);
     }
     if (phys_head != NULL) {
         phys_tail->next = a->physical;
@@ -281,6 +285,12 @@ static void *apply_main(void *arg)
 static void on_async(uv_async_t *h)
 {
     struct apply *a = h->data;
+    int64_t rev = atomic_load(&a->committed_rev);
+    if (rev > a->notified_rev) {
+        a->notified_rev = rev;
+        if (a->on_commit)
+            a->on_commit(rev);
+    }
     pthread_mutex_lock(&a->mu);
     struct apply_cmd *c = a->done_head;
     a->done_head = a->done_tail = NULL;
@@ -308,6 +318,8 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     /* Resume a compaction a restart interrupted. */
     if (mvcc_read_begin(m, &t) == 0) {
         a->compacting = t.compact_rev > mvcc_compact_done(&t);
+        a->notified_rev = t.rev;
+        atomic_store(&a->committed_rev, t.rev);
         atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "index", 0));
         mvcc_read_end(&t);
     }
@@ -318,6 +330,11 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     }
     *out = a;
     return 0;
+}
+
+void apply_on_commit(struct apply *a, void (*fn)(int64_t rev))
+{
+    a->on_commit = fn;
 }
 
 void apply_submit(struct apply *a, struct apply_cmd *cmd)

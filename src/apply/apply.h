@@ -46,6 +46,10 @@ struct apply;
 
 int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
                 struct apply **out);
+/* @fn runs on the loop thread whenever commits have raised the store's
+ * revision, with the new revision, before the commands' done() callbacks
+ * (watchers hear of a write no later than its writer). */
+void apply_on_commit(struct apply *a, void (*fn)(int64_t rev));
 /* Takes ownership of @cmd (and cmd->req). */
 void apply_submit(struct apply *a, struct apply_cmd *cmd);
 /* Finishes queued commands, stops the thread. Their done() still runs. */

@@ -85,6 +85,19 @@ int mvcc_compact_step(struct mvcc_txn *t, int max_keys);
 /* Revision whose physical compaction has completed. */
 int64_t mvcc_compact_done(struct mvcc_txn *t);
 
+/* The history, for watchers: calls @fn for every change with main
+ * revision in [@from, @to], in revision order. @kv points into the map; for
+ * a deletion it holds the key and the deleting revision only. @fn returns 0
+ * to go on, 1 to stop, or an error. */
+typedef int (*mvcc_event_fn)(void *ud, int is_delete, const Mvccpb__KeyValue *kv);
+int mvcc_events(struct mvcc_txn *t, int64_t from, int64_t to, mvcc_event_fn fn,
+                void *ud);
+/* @key's KeyValue as of revision @rev (etcd's Range at that revision).
+ * Returns 0 and fills @kv (pointing into the map), 1 when the key did not
+ * exist then or @rev is compacted, or an error. */
+int mvcc_get_at(struct mvcc_txn *t, const uint8_t *key, size_t klen,
+                int64_t rev, Mvccpb__KeyValue *kv);
+
 /* Request validation done before a request reaches the write path, as
  * etcd's v3rpc/key.go. */
 int mvcc_check_range(const Etcdserverpb__RangeRequest *r);

@@ -382,3 +382,53 @@ int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
     t->changes++;
     return 0;
 }
+
+int mvcc_events(struct mvcc_txn *t, int64_t from, int64_t to, mvcc_event_fn fn,
+                void *ud)
+{
+    MDB_cursor *c;
+    uint8_t kb[MVCC_IDXLEN];
+    struct mvcc_rev start = {from, 0, 0, 0, 0, 0};
+    MDB_val k, v;
+    int rc;
+
+    if (from > to)
+        return 0;
+    if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)
+        return mvcc__err(rc);
+    mvcc__rev_encode(kb, start);
+    k.mv_size = MVCC_REVLEN;
+    k.mv_data = kb;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        Mvccpb__KeyValue kv;
+        int64_t main = (int64_t)mvcc__get_be64(k.mv_data);
+        if (main > to || v.mv_size < 1)
+            break;
+        const uint8_t *p = v.mv_data;
+        if ((rc = mvcc__kv_decode(p + 1, v.mv_size - 1, &kv)) != 0)
+            break;
+        rc = fn(ud, p[0] == MVCC_TOMBSTONE, &kv);
+        if (rc != 0)
+            break;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND || rc == 1)
+        rc = 0;
+    return rc > 0 ? mvcc__err(rc) : rc;
+}
+
+int mvcc_get_at(struct mvcc_txn *t, const uint8_t *key, size_t klen,
+                int64_t rev, Mvccpb__KeyValue *kv)
+{
+    struct mvcc_rev r;
+    if (rev < t->compact_rev || rev <= 0)
+        return 1;
+    int rc = mvcc__index_get(t, key, klen, rev, &r);
+    if (rc == MDB_NOTFOUND || (rc == 0 && r.tomb))
+        return 1;
+    if (rc != 0)
+        return mvcc__err(rc);
+    return mvcc__record_get(t, r, kv);
+}

@@ -216,7 +216,7 @@ void grpc_finish(struct grpc_call *c, int code, const char *msg)
     if (c->finished || c->closed)
         return;
     c->finished = 1;
-    c->on_cancel = NULL;
+    cancel_call(c); /* the owner releases its state exactly once */
     dl_remove(c);
     c->status = code;
     c->message = msg && *msg ? pct_encode(msg) : NULL;

@@ -25,7 +25,9 @@ struct grpc_call;
 /* Streaming handlers get every message; unary ones only the single one. */
 typedef void (*grpc_msg_fn)(struct grpc_call *c, const uint8_t *msg,
                             size_t len);
-/* Called when the call goes away before the handler finished it. */
+/* Called once when the call ends before the handler let go of it: the
+ * peer reset it, the connection closed, the deadline passed, or
+ * grpc_finish() ran. The handler releases what it keeps in c->ud. */
 typedef void (*grpc_cancel_fn)(struct grpc_call *c);
 
 struct grpc_call {

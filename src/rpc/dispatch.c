@@ -17,7 +17,7 @@ static const struct route routes[] = {
     {"/etcdserverpb.KV/Txn", rpc_kv_txn},
     {"/etcdserverpb.KV/Compact", rpc_kv_compact},
     {"/etcdserverpb.KV/RangeStream", NULL},
-    {"/etcdserverpb.Watch/Watch", NULL},
+    {"/etcdserverpb.Watch/Watch", rpc_watch},
     {"/etcdserverpb.Lease/LeaseGrant", NULL},
     {"/etcdserverpb.Lease/LeaseRevoke", NULL},
     {"/etcdserverpb.Lease/LeaseKeepAlive", NULL},

@@ -17,6 +17,8 @@ void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len);
 
+void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
+
 void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,

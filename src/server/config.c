@@ -15,6 +15,7 @@ enum kind {
     K_STR,
     K_INT,
     K_BOOL,
+    K_DURATION,     /* Go duration ("10m", "1.5s", "100ms"), stored in ms */
     K_IGNORED,      /* accepted; ignoring it is harmless in one member */
     K_IGNORED_BOOL,
     K_UNSUPPORTED,  /* accepted by etcd, not built yet: refuse to start */
@@ -46,6 +47,8 @@ static const struct flag flags[] = {
     {"snapshot-count", K_INT, F(snapshot_count), "100000", "Committed transactions to trigger a snapshot (accepted; cairn has no raft log yet)."},
     {"heartbeat-interval", K_INT, F(heartbeat_ms), "100", "Time (in milliseconds) of a heartbeat interval."},
     {"election-timeout", K_INT, F(election_ms), "1000", "Time (in milliseconds) for an election to timeout."},
+    {"experimental-watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), "10m", "Duration of periodic watch progress notifications."},
+    {"watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), NULL, "Same as --experimental-watch-progress-notify-interval (etcd 3.6 name)."},
     {"log-level", K_STR, F(log_level), "info", "Log level: debug, info, warn, error, panic, or fatal."},
     {"version", K_BOOL, F(show_version), NULL, "Print the version and exit."},
     {"help", K_BOOL, F(show_help), NULL, "Show this help and exit."},
@@ -83,8 +86,6 @@ static const struct flag flags[] = {
     {"discovery-srv", K_UNSUPPORTED, 0, NULL, NULL},
     {"force-new-cluster", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
     {"auth-token", K_UNSUPPORTED, 0, NULL, NULL},
-    {"experimental-watch-progress-notify-interval", K_UNSUPPORTED, 0, NULL, NULL},
-    {"watch-progress-notify-interval", K_UNSUPPORTED, 0, NULL, NULL},
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
@@ -130,6 +131,45 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
+/* Go's time.ParseDuration, to millisecond precision: a sequence of
+ * decimal numbers with units ns, us, ms, s, m, h. */
+static int parse_duration(const char *v, int64_t *out)
+{
+    static const struct {
+        const char *unit;
+        double ms;
+    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"µs", 1e-3}, {"ms", 1},
+                 {"s", 1000},  {"m", 60000}, {"h", 3600000}};
+    double total = 0;
+    if (strcmp(v, "0") == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (*v == 0)
+        return -1;
+    while (*v) {
+        char *end;
+        double n = strtod(v, &end);
+        if (end == v || n < 0)
+            return -1;
+        v = end;
+        size_t best = 0, blen = 0;
+        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+            size_t l = strlen(units[i].unit);
+            if (strncmp(v, units[i].unit, l) == 0 && l > blen) {
+                best = i;
+                blen = l;
+            }
+        }
+        if (blen == 0)
+            return -1;
+        total += n * units[best].ms;
+        v += blen;
+    }
+    *out = (int64_t)total;
+    return 0;
+}
+
 static int set(struct config *c, const struct flag *f, const char *v,
                const char *src)
 {
@@ -157,6 +197,16 @@ static int set(struct config *c, const struct flag *f, const char *v,
             return 2;
         }
         *(int *)(base + f->off) = b;
+        return 0;
+    }
+    case K_DURATION: {
+        int64_t ms;
+        if (parse_duration(v, &ms) != 0) {
+            fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n",
+                    v, f->name);
+            return 2;
+        }
+        *(int64_t *)(base + f->off) = ms;
         return 0;
     }
     case K_IGNORED:

@@ -33,6 +33,7 @@ struct config {
     int64_t snapshot_count;
     int64_t heartbeat_ms;
     int64_t election_ms;
+    int64_t progress_notify_ms;
     int show_version, show_help;
 };
 

@@ -11,7 +11,9 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "net/net.h"
+#include "rpc/rpc.h"
 #include "server/server.h"
+#include "watch/watch.h"
 
 struct server *srv;
 
@@ -153,6 +155,7 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     srv->stopping = 1;
     log_info("server: received signal %d, shutting down", signum);
+    watch_shutdown(); /* watch streams would hold connections open */
     net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
 }
 
@@ -215,6 +218,15 @@ int main(int argc, char **argv)
         log_error("server: cannot start the apply thread");
         return 1;
     }
+    struct watch_opts wo = {server.cluster_id, server.member_id,
+                            server.raft_term,
+                            (size_t)server.cfg.max_request_bytes,
+                            server.cfg.progress_notify_ms};
+    /* etcd's floor for the progress interval is 100 ms. */
+    if (wo.progress_interval_ms < 100)
+        wo.progress_interval_ms = 100;
+    watch_init(server.loop, server.mvcc, rpc_current_rev(), &wo);
+    apply_on_commit(server.apply, watch_notify);
     /* gRPC's receive limit is the request limit plus 512 KiB of headroom
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;

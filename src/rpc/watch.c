@@ -52,6 +52,10 @@ void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len)
     /* A member without a leader refuses hasleader watches ("etcdserver: no
      * leader"); a single member always leads. */
     c->ud = watch_stream_new(c);
+    if (c->ud == NULL) {
+        grpc_finish(c, GRPC_UNAVAILABLE, "etcdserver: server stopped");
+        return;
+    }
     c->on_cancel = on_cancel;
     c->on_msg = on_msg;
     on_msg(c, msg, len);

@@ -39,7 +39,7 @@ static struct {
     int nunsynced, nwatchers;
     struct watch_stream *streams;
     uv_timer_t sync_timer, progress_timer;
-    int sync_armed;
+    int sync_armed, stopped;
     uint64_t mark;
 } hub;
 
@@ -375,7 +375,7 @@ void watch_notify(int64_t rev)
     struct arena a;
     struct notify_ctx nc;
 
-    if (rev <= hub.rev)
+    if (rev <= hub.rev || hub.stopped)
         return;
     if (hub.ix.ngroups == 0) { /* nobody synced: nothing to read */
         hub.rev = rev;
@@ -598,6 +598,8 @@ void watch_progress(struct watch_stream *ws)
 
 struct watch_stream *watch_stream_new(struct grpc_call *c)
 {
+    if (hub.stopped)
+        return NULL;
     struct watch_stream *ws = cairn_calloc(1, sizeof *ws);
     ws->call = c;
     ws->next = hub.streams;
@@ -769,6 +771,7 @@ void watch_init(uv_loop_t *loop, struct mvcc *m, int64_t rev,
 
 void watch_shutdown(void)
 {
+    hub.stopped = 1;
     while (hub.streams != NULL) {
         struct watch_stream *ws = hub.streams;
         struct grpc_call *c = ws->call;

@@ -38,6 +38,7 @@ void watch_notify(int64_t rev);
 /* Ends every watch stream (server shutdown). */
 void watch_shutdown(void);
 
+/* NULL once the hub has shut down. */
 struct watch_stream *watch_stream_new(struct grpc_call *c);
 /* The call is gone: drop the stream's watchers. */
 void watch_stream_free(struct watch_stream *ws);

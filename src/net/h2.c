@@ -177,6 +177,22 @@ void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len)
     kick(c);
 }
 
+uint8_t *grpc_send_reserve(struct grpc_call *c, size_t len)
+{
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    if (c->finished || c->closed)
+        return NULL;
+    if (!c->headers_sent)
+        send_headers(c);
+    grpc_frame_prefix(prefix, len);
+    buf_append(&c->out, prefix, GRPC_PREFIX_LEN);
+    buf_reserve(&c->out, len);
+    uint8_t *p = c->out.data + c->out.len;
+    c->out.len += len;
+    kick(c);
+    return p;
+}
+
 void grpc_send_pb(struct grpc_call *c, const void *pbmsg)
 {
     const ProtobufCMessage *m = pbmsg;

@@ -59,6 +59,9 @@ struct grpc_call {
 
 /* Sends one message on @c (framed with the 5-byte prefix). */
 void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len);
+/* Sends one message of @len bytes that the caller writes at the returned
+ * address before it next enters the loop; NULL if the call has ended. */
+uint8_t *grpc_send_reserve(struct grpc_call *c, size_t len);
 /* Packs a protobuf-c message and sends it. */
 void grpc_send_pb(struct grpc_call *c, const void *pbmsg);
 /* Ends the call with a status; @msg may be NULL. Further sends are dropped. */

@@ -155,7 +155,9 @@ static void send_events(struct watch_stream *ws, struct bytes hdr, int64_t id,
         len += 2;
     for (size_t i = 0; i < n; i++)
         len += 1 + varint_len(evs[i].n) + evs[i].n;
-    uint8_t *buf = cairn_malloc(len), *p = buf;
+    uint8_t *p = grpc_send_reserve(ws->call, len);
+    if (p == NULL)
+        return;
     *p++ = 0x0a;
     p = put_varint(p, hdr.n);
     memcpy(p, hdr.p, hdr.n);
@@ -174,8 +176,6 @@ static void send_events(struct watch_stream *ws, struct bytes hdr, int64_t id,
         memcpy(p, evs[i].p, evs[i].n);
         p += evs[i].n;
     }
-    grpc_send(ws->call, buf, len);
-    cairn_free(buf);
 }
 
 static size_t resp_size(struct bytes hdr, int64_t id, struct bytes *evs,

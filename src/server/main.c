@@ -220,7 +220,8 @@ int main(int argc, char **argv)
     }
     struct watch_opts wo = {server.cluster_id, server.member_id,
                             server.raft_term,
-                            (size_t)server.cfg.max_request_bytes,
+                            /* etcd: MaxRequestBytes + grpcOverheadBytes */
+                            (size_t)server.cfg.max_request_bytes + 512 * 1024,
                             server.cfg.progress_notify_ms};
     /* etcd's floor for the progress interval is 100 ms. */
     if (wo.progress_interval_ms < 100)

@@ -203,7 +203,9 @@ static void deliver(struct watcher *w, struct bytes hdr, struct bytes *evs,
     size_t i = 0;
     while (i < n) {
         size_t j = i + 1;
-        while (j < n && resp_size(hdr, w->id, evs + i, j - i + 1) < limit)
+        /* A piece is measured with its fragment flag (2 bytes), as etcd
+         * measures cur.Size() with Fragment set. */
+        while (j < n && resp_size(hdr, w->id, evs + i, j - i + 1) + 2 < limit)
             j++;
         send_events(w->ws, hdr, w->id, evs + i, j - i, j < n);
         i = j;
@@ -262,7 +264,7 @@ static void watcher_free(struct watcher *w)
     struct watch_stream *ws = w->ws;
     if (w->synced)
         widx_remove(&hub.ix, w);
-    else
+    else if (!w->dead)
         unlink_unsynced(w);
     if (w->s_prev)
         w->s_prev->s_next = w->s_next;
@@ -452,7 +454,10 @@ static void send_compacted(struct watcher *w, int64_t compact_rev)
     r.canceled = 1;
     /* etcd's compaction response carries revision 0 in its header. */
     send_ctrl(w->ws, &r, 0);
-    watcher_free(w);
+    /* etcd keeps the cancelled watcher in its stream: the id stays taken
+     * and a cancel for it is still answered. It gets no more events. */
+    unlink_unsynced(w);
+    w->dead = 1;
 }
 
 /* One watcher's share of a catch-up round: its events, in responses of at

@@ -22,6 +22,7 @@ struct watcher {
     unsigned progress : 1;      /* progress_notify requested */
     unsigned progress_idle : 1; /* no events since the last progress tick */
     unsigned synced : 1;
+    unsigned dead : 1;          /* cancelled by compaction; its id stays taken */
     struct watch_stream *ws;
     struct watcher *s_next, *s_prev;     /* stream's watchers */
     struct widx_group *grp;              /* synced: its index group */

@@ -14,6 +14,13 @@
  * Every run ends: the request budget is bounded by --total and/or
  * --duration, and a stall watchdog (--timeout) fails whatever is still in
  * flight when no response has completed for that long.
+ *
+ * --op watch measures watch fan-out instead: receiver connections open
+ * bidirectional /etcdserverpb.Watch/Watch streams carrying many watchers on
+ * one key (or prefix); once every watcher is created, writer connections put
+ * to that key at a paced rate, the send time of each put is filed under the
+ * revision its response reports, and every delivered event's latency is
+ * (arrival - send time of its mod_revision).  See run_watch().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,7 +39,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/timerfd.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +55,10 @@
 #define CONN_WINDOW ((1 << 30))          /* connection receive window */
 #define MAX_ERR_KINDS 32
 
-enum op { OP_PUT, OP_RANGE };
+#define LAT_CAP_DEFAULT (1u << 22) /* watch: reservoir of latency samples */
+#define WATCH_READS_PER_WAKE 4      /* watch: recv() calls per epoll wakeup */
+
+enum op { OP_PUT, OP_RANGE, OP_WATCH };
 
 /* ------------------------------------------------------------------ config */
 
@@ -67,6 +79,23 @@ static struct {
     bool prefill;
     bool serializable;
     bool quiet;
+    bool streams_set;
+    /* Keys are key_prefix followed by key_digits decimal digits (the index,
+     * zero-padded).  Plain put/range: no prefix, key_size digits. */
+    const uint8_t *key_prefix;
+    size_t key_prefix_len;
+    size_t key_digits;
+    size_t key_len;      /* key_prefix_len + key_digits */
+    /* --op watch */
+    int watchers;
+    int watch_streams;
+    int writer_conns;
+    double rate;         /* puts/s */
+    const char *watch_key;
+    bool watch_prefix;
+    double drain_secs;
+    long server_pid;     /* sample this process's RSS around creation */
+    size_t lat_cap;
 } cfg = {
     .host = "127.0.0.1",
     .port = "2379",
@@ -77,6 +106,13 @@ static struct {
     .val_size = 256,
     .keys = 10000,
     .stall_secs = 10,
+    .watchers = 1000,
+    .watch_streams = 0, /* default: one per connection */
+    .writer_conns = 1,
+    .rate = 100,
+    .watch_key = "cairn-bench/watch",
+    .drain_secs = 10,
+    .lat_cap = LAT_CAP_DEFAULT,
 };
 
 static uint8_t *g_value; /* the value written by every Put */
@@ -100,10 +136,17 @@ typedef struct slot {
     char grpc_msg[160];
 } slot_t;
 
+struct wstream;
+
 typedef struct conn {
     int idx;
     int fd;
     nghttp2_session *s;
+    bool watch;  /* a watch receiver: carries wstreams, not request slots */
+    struct wstream **ws; /* watch: its streams */
+    int nws;
+    bool ws_opened;
+    int nslots;  /* request slots (0 for watch receivers) */
     slot_t *slots;
     int *freelist; /* indices of free slots (stack) */
     int nfree;
@@ -122,16 +165,18 @@ static struct {
     bool sequential;
     bool record;         /* collect latencies */
     bool miss_is_error;  /* Range after prefill: every key must exist */
+    bool paced;          /* watch writer: issue at most cfg.rate per second */
     uint64_t total;
     uint64_t deadline;   /* ns, 0 = none */
     uint64_t issued, completed, ok, errors, misses;
     uint64_t seq_next;
-    uint64_t t_start, t_end, last_progress;
+    uint64_t t_start, t_end, last_progress, t_last_issue;
     uint64_t *lat;       /* ns, successes only */
     size_t nlat, cap_lat;
 } ph;
 
-static conn_t *g_conns;
+static conn_t *g_conns;  /* request connections (the writers in watch mode) */
+static int g_nconns;
 static int g_epfd;
 static int g_inflight;   /* across all connections */
 static int g_usable;     /* live connections that accept new streams */
@@ -311,10 +356,13 @@ static size_t pb_next_field(const uint8_t *p, size_t len, uint32_t *field,
     }
 }
 
-/* Key = key index, zero-padded decimal filling exactly key_size bytes. */
+/* Key = key_prefix, then the key index as zero-padded decimal filling
+ * exactly key_digits bytes (plain put/range: no prefix, key_size digits). */
 static void write_key(uint8_t *dst, uint64_t idx)
 {
-    for (size_t i = cfg.key_size; i > 0; i--) {
+    memcpy(dst, cfg.key_prefix, cfg.key_prefix_len);
+    dst += cfg.key_prefix_len;
+    for (size_t i = cfg.key_digits; i > 0; i--) {
         dst[i - 1] = (uint8_t)('0' + idx % 10);
         idx /= 10;
     }
@@ -323,7 +371,7 @@ static void write_key(uint8_t *dst, uint64_t idx)
 static size_t max_request_len(void)
 {
     /* 5-byte gRPC prefix + key field + value field + serializable flag */
-    return 5 + 1 + varint_len(cfg.key_size) + cfg.key_size + 1 +
+    return 5 + 1 + varint_len(cfg.key_len) + cfg.key_len + 1 +
            varint_len(cfg.val_size) + cfg.val_size + 2;
 }
 
@@ -331,10 +379,10 @@ static void build_request(slot_t *sl, enum op op, uint64_t key_idx)
 {
     uint8_t *p = sl->req + 5, *start = p;
     *p++ = 0x0a; /* field 1 (key), wire type 2 */
-    p += pb_put_varint(p, cfg.key_size);
+    p += pb_put_varint(p, cfg.key_len);
     sl->key_off = (size_t)(p - sl->req);
     write_key(p, key_idx);
-    p += cfg.key_size;
+    p += cfg.key_len;
     if (op == OP_PUT) {
         *p++ = 0x12; /* PutRequest field 2 (value) */
         p += pb_put_varint(p, cfg.val_size);
@@ -401,7 +449,7 @@ static const char *check_response(slot_t *sl, enum op op, bool *miss)
                 if (!kn)
                     return "malformed KeyValue";
                 if (kf == 1 && kwt == 2)
-                    key_ok = kdl == cfg.key_size &&
+                    key_ok = kdl == cfg.key_len &&
                              memcmp(kd, sl->req + sl->key_off, kdl) == 0;
                 q += kn;
             }
@@ -419,6 +467,15 @@ static const char *check_response(slot_t *sl, enum op op, bool *miss)
 }
 
 /* ------------------------------------------------------------ accounting */
+
+/* watch mode hooks, defined with the rest of watch mode below */
+static const char *watch_put_done(slot_t *sl);
+static void w_on_header(conn_t *c, int32_t stream_id, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen);
+static void w_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
+                      size_t len);
+static void w_on_close(conn_t *c, int32_t stream_id, uint32_t error_code);
+static void w_conn_closed(conn_t *c, const char *why);
 
 static void record_latency(uint64_t ns)
 {
@@ -473,6 +530,8 @@ static void slot_finish(slot_t *sl, uint32_t h2_error)
         bad = check_response(sl, ph.op, &miss);
         if (!bad && miss && ph.miss_is_error)
             bad = "Range found no key (key space was prefilled)";
+        if (!bad && cfg.op == OP_WATCH && ph.op == OP_PUT)
+            bad = watch_put_done(sl);
     }
 
     if (bad) {
@@ -518,9 +577,13 @@ static int on_header_cb(nghttp2_session *s, const nghttp2_frame *frame,
                         const uint8_t *value, size_t valuelen, uint8_t flags,
                         void *ud)
 {
-    (void)flags; (void)ud;
+    (void)flags;
     if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
+    if (((conn_t *)ud)->watch) {
+        w_on_header(ud, frame->hd.stream_id, name, namelen, value, valuelen);
+        return 0;
+    }
     slot_t *sl = slot_of(s, frame->hd.stream_id);
     if (!sl)
         return 0;
@@ -543,7 +606,11 @@ static int on_data_chunk_cb(nghttp2_session *s, uint8_t flags,
                             int32_t stream_id, const uint8_t *data, size_t len,
                             void *ud)
 {
-    (void)flags; (void)ud;
+    (void)flags;
+    if (((conn_t *)ud)->watch) {
+        w_on_data(ud, stream_id, data, len);
+        return 0;
+    }
     slot_t *sl = slot_of(s, stream_id);
     if (!sl || sl->resp_overflow)
         return 0;
@@ -566,7 +633,10 @@ static int on_data_chunk_cb(nghttp2_session *s, uint8_t flags,
 static int on_stream_close_cb(nghttp2_session *s, int32_t stream_id,
                               uint32_t error_code, void *ud)
 {
-    (void)ud;
+    if (((conn_t *)ud)->watch) {
+        w_on_close(ud, stream_id, error_code);
+        return 0;
+    }
     slot_t *sl = slot_of(s, stream_id);
     if (sl)
         slot_finish(sl, error_code);
@@ -585,11 +655,13 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame,
             ph.last_progress = now_ns();
             /* nghttp2 queues streams beyond the server's limit, so the
              * requested concurrency is not what the server sees. */
-            if (lim < (uint32_t)cfg.streams && c->idx == 0 && !cfg.quiet)
+            int want = c->watch ? c->nws : c->nslots;
+            if (lim < (uint32_t)want && c->idx == 0 && !cfg.quiet)
                 fprintf(stderr, "cairn-bench: note: server allows %u "
-                        "concurrent streams per connection, --streams is "
-                        "%d; the excess waits client-side\n", lim,
-                        cfg.streams);
+                        "concurrent streams per connection, %s %d; the "
+                        "excess waits client-side\n", lim,
+                        c->watch ? "this connection needs" : "--streams is",
+                        want);
         }
         c->ready = true;
     }
@@ -599,7 +671,8 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame,
          * here.  Any GOAWAY mid-run is a connection error for the report. */
         if (!c->goaway) {
             c->goaway = true;
-            g_usable--;
+            if (!c->watch)
+                g_usable--;
         }
         g_conn_errors++;
         note_error("conn %d: GOAWAY received (%s, last_stream_id=%d)%s%.*s",
@@ -623,7 +696,12 @@ static int on_frame_not_send_cb(nghttp2_session *s, const nghttp2_frame *frame,
     if (frame->hd.type != NGHTTP2_HEADERS ||
         frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    for (int i = 0; i < cfg.streams; i++) {
+    if (c->watch) {
+        note_error("watch stream not opened: %s", nghttp2_strerror(lib_error));
+        w_on_close(c, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+        return 0;
+    }
+    for (int i = 0; i < c->nslots; i++) {
         slot_t *sl = &c->slots[i];
         if (sl->stream_id == frame->hd.stream_id) {
             char why[200];
@@ -657,15 +735,17 @@ static void conn_close(conn_t *c, const char *why)
         return;
     char buf[200];
     snprintf(buf, sizeof buf, "in flight when connection closed: %s", why);
-    for (int i = 0; i < cfg.streams; i++)
+    for (int i = 0; i < c->nslots; i++)
         if (c->slots[i].stream_id != 0)
             slot_fail(&c->slots[i], buf);
+    if (c->watch)
+        w_conn_closed(c, why);
     nghttp2_session_del(c->s);
     c->s = NULL;
     close(c->fd); /* also drops it from the epoll set */
     c->fd = -1;
     c->dead = true;
-    if (!c->goaway)
+    if (!c->goaway && !c->watch)
         g_usable--;
     c->goaway = true;
 }
@@ -734,12 +814,20 @@ static int conn_flush(conn_t *c)
     return 0;
 }
 
+static uint64_t g_recv_t; /* when the data being parsed was received */
+
 static int conn_read(conn_t *c)
 {
     static uint8_t buf[READ_BUF_BYTES];
-    for (;;) {
+    /* A watch receiver under heavy fan-out might never see EAGAIN; the
+     * epoll set is level-triggered, so yield to the others (and to the
+     * writer's timer) after a while. */
+    for (unsigned reads = 0; !c->watch || reads < WATCH_READS_PER_WAKE;
+         reads++) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
+            if (c->watch)
+                g_recv_t = now_ns();
             ssize_t rv = nghttp2_session_mem_recv(c->s, buf, (size_t)n);
             if (rv < 0) {
                 conn_error(c, "nghttp2 recv: %s", nghttp2_strerror((int)rv));
@@ -758,6 +846,7 @@ static int conn_read(conn_t *c)
         conn_error(c, "recv: %s", strerror(errno));
         return -1;
     }
+    return 0;
 }
 
 static bool can_issue(uint64_t t)
@@ -767,6 +856,10 @@ static bool can_issue(uint64_t t)
     if (ph.total && ph.issued >= ph.total)
         return false;
     if (ph.deadline && t >= ph.deadline)
+        return false;
+    /* Paced: put number i (from 0) is due at t_start + i / rate. */
+    if (ph.paced && t >= ph.t_start &&
+        ph.issued >= (uint64_t)((double)(t - ph.t_start) * cfg.rate / 1e9) + 1)
         return false;
     return true;
 }
@@ -828,7 +921,7 @@ static void conn_refill(conn_t *c)
         }
         c->nfree--;
         sl->stream_id = id;
-        sl->t0 = now_ns();
+        sl->t0 = ph.t_last_issue = now_ns();
         c->inflight++;
         g_inflight++;
         ph.issued++;
@@ -869,10 +962,12 @@ static int tcp_connect(void)
     return fd;
 }
 
-static void conn_open(conn_t *c, int idx)
+static void conn_open(conn_t *c, int idx, int nslots, bool watch)
 {
     memset(c, 0, sizeof *c);
     c->idx = idx;
+    c->nslots = nslots;
+    c->watch = watch;
     c->fd = tcp_connect();
 
     nghttp2_session_callbacks *cb;
@@ -901,21 +996,22 @@ static void conn_open(conn_t *c, int idx)
                                               CONN_WINDOW) != 0)
         die("nghttp2 settings failed");
 
-    c->slots = xmalloc((size_t)cfg.streams * sizeof *c->slots);
-    c->freelist = xmalloc((size_t)cfg.streams * sizeof *c->freelist);
+    c->slots = xmalloc((size_t)nslots * sizeof *c->slots);
+    c->freelist = xmalloc((size_t)nslots * sizeof *c->freelist);
     size_t reqcap = max_request_len();
-    for (int i = 0; i < cfg.streams; i++) {
+    for (int i = 0; i < nslots; i++) {
         memset(&c->slots[i], 0, sizeof c->slots[i]);
         c->slots[i].c = c;
         c->slots[i].req = xmalloc(reqcap);
-        c->freelist[i] = cfg.streams - 1 - i;
+        c->freelist[i] = nslots - 1 - i;
     }
-    c->nfree = cfg.streams;
+    c->nfree = nslots;
 
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
         die("epoll_ctl: %s", strerror(errno));
-    g_usable++;
+    if (!watch)
+        g_usable++;
 }
 
 /* --------------------------------------------------------------- phases */
@@ -936,7 +1032,7 @@ static void run_phase(void)
         uint64_t t = now_ns();
         /* Top up every usable connection; cheap when nothing is free. */
         if (can_issue(t))
-            for (int i = 0; i < cfg.conns; i++)
+            for (int i = 0; i < g_nconns; i++)
                 if (!g_conns[i].goaway) {
                     conn_refill(&g_conns[i]);
                     conn_flush(&g_conns[i]);
@@ -951,7 +1047,7 @@ static void run_phase(void)
             char why[80];
             snprintf(why, sizeof why, "timeout: no progress for %.1fs",
                      cfg.stall_secs);
-            for (int i = 0; i < cfg.conns; i++)
+            for (int i = 0; i < g_nconns; i++)
                 if (!g_conns[i].dead)
                     conn_error(&g_conns[i], "%s", why);
             break;
@@ -1022,6 +1118,862 @@ static void print_errors(FILE *f)
                 g_errs_other);
 }
 
+/* ----------------------------------------------------------- watch mode */
+
+/* The n-th created=true response on a stream answers its n-th create
+ * request, which tells us which of our watchers a server watch_id is. */
+typedef struct widmap {
+    int64_t id;  /* the server's watch_id */
+    uint32_t w;  /* index into W.watchers */
+} widmap_t;
+
+typedef struct wstream {
+    conn_t *c;
+    int idx;
+    int32_t stream_id;  /* 0 until submitted */
+    bool open;          /* submitted and not closed */
+    bool broken;        /* unparseable data: ignore the rest */
+    uint8_t *out;       /* the create requests, gRPC-framed */
+    size_t out_len, out_off;
+    uint8_t *in;        /* a partial gRPC message carried over */
+    size_t in_len, in_cap;
+    int nwatchers, ncreated;
+    widmap_t *ids;      /* ncreated entries; sorted by id once all exist */
+    bool sorted;
+    int http_status, grpc_status;
+    char grpc_msg[160];
+} wstream_t;
+
+typedef struct watcher {
+    int64_t last_rev;
+    uint64_t events;
+} watcher_t;
+
+/* An event that arrives before its put's response (so before we know the
+ * send time of its revision) waits in that revision's chain. */
+typedef struct pend {
+    uint64_t t;
+    uint32_t next; /* index + 1 into W.pend; 0 ends the chain */
+} pend_t;
+
+static struct {
+    conn_t *conns;          /* receivers */
+    wstream_t *streams;
+    watcher_t *watchers;
+    int created;            /* watchers acknowledged with created=true */
+    int open_streams;
+    int64_t base_rev;       /* store revision once all watchers exist */
+    uint64_t nrev;          /* revisions base_rev+1 .. base_rev+nrev are ours */
+    uint64_t *send_t;       /* [rev - base_rev - 1]: put send time, 0 unknown */
+    uint32_t *pend_head;    /* same index: chain of early events */
+    pend_t *pend;
+    uint32_t npend, cap_pend, free_pend;
+    uint64_t events, lat_seen, t_last_event;
+    uint64_t loop_max_ns;   /* longest stretch the loop was busy, not waiting */
+    bool loading;           /* the writer has started: events are expected */
+    bool shutting_down;     /* stream/connection ends are no longer errors */
+} W;
+
+static void w_sample(uint64_t ns)
+{
+    /* Algorithm R: every event has the same chance to be in the sample. */
+    W.lat_seen++;
+    if (ph.nlat < cfg.lat_cap) {
+        record_latency(ns);
+    } else {
+        uint64_t j = rng_next() % W.lat_seen;
+        if (j < cfg.lat_cap)
+            ph.lat[j] = ns;
+    }
+}
+
+static void w_event(watcher_t *w, int64_t rev, uint64_t t)
+{
+    W.events++;
+    w->events++;
+    W.t_last_event = t;
+    if (rev <= w->last_rev)
+        note_error("watcher got revision %" PRId64 " after %" PRId64
+                   " (duplicate or out of order)", rev, w->last_rev);
+    else
+        w->last_rev = rev;
+    if (!W.loading || rev <= W.base_rev ||
+        (uint64_t)(rev - W.base_rev) > W.nrev) {
+        note_error("event for a revision this run did not write "
+                   "(another writer on the watched key?)");
+        return;
+    }
+    uint64_t i = (uint64_t)(rev - W.base_rev - 1);
+    if (W.send_t[i]) {
+        w_sample(t > W.send_t[i] ? t - W.send_t[i] : 0);
+        return;
+    }
+    uint32_t k;
+    if (W.free_pend) {
+        k = W.free_pend;
+        W.free_pend = W.pend[k - 1].next;
+    } else {
+        if (W.npend == W.cap_pend) {
+            if (W.cap_pend >= UINT32_MAX / 2)
+                die("too many events waiting for their put's response");
+            W.cap_pend = W.cap_pend ? W.cap_pend * 2 : 4096;
+            W.pend = xrealloc(W.pend, W.cap_pend * sizeof *W.pend);
+        }
+        k = ++W.npend;
+    }
+    W.pend[k - 1].t = t;
+    W.pend[k - 1].next = W.pend_head[i];
+    W.pend_head[i] = k;
+}
+
+/* A writer's Put succeeded: file its send time under its revision and
+ * settle the events that beat the response here. */
+static const char *watch_put_done(slot_t *sl)
+{
+    const uint8_t *p = sl->resp + 5, *end = sl->resp + sl->resp_len;
+    int64_t rev = 0;
+    while (p < end) { /* PutResponse.header(1).revision(3) */
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        if (!n)
+            return "malformed PutResponse";
+        if (f == 1 && wt == 2) {
+            const uint8_t *q = d, *qe = d + dl;
+            while (q < qe) {
+                uint32_t hf, hwt;
+                uint64_t hv = 0;
+                const uint8_t *hd = NULL;
+                size_t hdl = 0, hn = pb_next_field(q, (size_t)(qe - q), &hf,
+                                                   &hwt, &hv, &hd, &hdl);
+                if (!hn)
+                    return "malformed ResponseHeader";
+                if (hf == 3 && hwt == 0)
+                    rev = (int64_t)hv;
+                q += hn;
+            }
+        }
+        p += n;
+    }
+    if (rev <= 0)
+        return "PutResponse without header.revision";
+    if (rev <= W.base_rev || (uint64_t)(rev - W.base_rev) > W.nrev)
+        return "Put revision outside this run's range (another writer?)";
+    uint64_t i = (uint64_t)(rev - W.base_rev - 1);
+    if (W.send_t[i])
+        return "two Puts reported the same revision";
+    uint64_t t0 = sl->t0 ? sl->t0 : 1;
+    W.send_t[i] = t0;
+    for (uint32_t k = W.pend_head[i], next; k; k = next) {
+        pend_t *e = &W.pend[k - 1];
+        w_sample(e->t > t0 ? e->t - t0 : 0);
+        next = e->next;
+        e->next = W.free_pend;
+        W.free_pend = k;
+    }
+    W.pend_head[i] = 0;
+    return NULL;
+}
+
+static int cmp_widmap(const void *a, const void *b)
+{
+    int64_t x = ((const widmap_t *)a)->id, y = ((const widmap_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static watcher_t *w_lookup(wstream_t *ws, int64_t id)
+{
+    if (ws->sorted) {
+        int lo = 0, hi = ws->ncreated - 1;
+        while (lo <= hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (ws->ids[mid].id == id)
+                return &W.watchers[ws->ids[mid].w];
+            if (ws->ids[mid].id < id)
+                lo = mid + 1;
+            else
+                hi = mid - 1;
+        }
+        return NULL;
+    }
+    for (int i = 0; i < ws->ncreated; i++)
+        if (ws->ids[i].id == id)
+            return &W.watchers[ws->ids[i].w];
+    return NULL;
+}
+
+/* One WatchResponse: 1 header (3 revision), 2 watch_id, 3 created,
+ * 4 canceled, 5 compact_revision, 6 cancel_reason, 11 events
+ * (Event: 1 type, 2 kv; KeyValue: 3 mod_revision). */
+static void w_message(wstream_t *ws, const uint8_t *m, size_t len)
+{
+    const uint8_t *p = m, *end = m + len, *reason = NULL;
+    size_t reason_len = 0;
+    int64_t hdr_rev = 0, wid = 0, compact = 0;
+    bool created = false, canceled = false, events = false;
+
+    while (p < end) {
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        if (!n) {
+            note_error("malformed WatchResponse");
+            return;
+        }
+        if (f == 1 && wt == 2) {
+            const uint8_t *q = d, *qe = d + dl;
+            while (q < qe) {
+                uint32_t hf, hwt;
+                uint64_t hv = 0;
+                const uint8_t *hd = NULL;
+                size_t hdl = 0, hn = pb_next_field(q, (size_t)(qe - q), &hf,
+                                                   &hwt, &hv, &hd, &hdl);
+                if (!hn) {
+                    note_error("malformed ResponseHeader in WatchResponse");
+                    return;
+                }
+                if (hf == 3 && hwt == 0)
+                    hdr_rev = (int64_t)hv;
+                q += hn;
+            }
+        } else if (f == 2 && wt == 0) {
+            wid = (int64_t)v;
+        } else if (f == 3 && wt == 0) {
+            created = v != 0;
+        } else if (f == 4 && wt == 0) {
+            canceled = v != 0;
+        } else if (f == 5 && wt == 0) {
+            compact = (int64_t)v;
+        } else if (f == 6 && wt == 2) {
+            reason = d;
+            reason_len = dl;
+        } else if (f == 11 && wt == 2) {
+            events = true;
+        }
+        p += n;
+    }
+
+    if (created) {
+        if (canceled) {
+            note_error("watch create refused: %.*s",
+                       (int)(reason_len > 120 ? 120 : reason_len),
+                       reason ? (const char *)reason : "");
+        } else if (ws->ncreated >= ws->nwatchers) {
+            note_error("created response for a watcher never requested");
+        } else {
+            /* watchers of stream i: i, i + S, i + 2S, ... */
+            ws->ids[ws->ncreated].id = wid;
+            ws->ids[ws->ncreated].w =
+                (uint32_t)(ws->idx + ws->ncreated * cfg.watch_streams);
+            ws->ncreated++;
+            W.created++;
+            if (hdr_rev > W.base_rev)
+                W.base_rev = hdr_rev;
+            ph.last_progress = now_ns();
+        }
+    } else if (canceled) {
+        note_error("watch canceled by the server: %.*s",
+                   (int)(reason_len > 120 ? 120 : reason_len),
+                   reason ? (const char *)reason : "");
+    }
+    if (compact)
+        note_error("watch compacted (compact_revision set)");
+    if (!events)
+        return; /* created/canceled/progress notification */
+
+    watcher_t *w = w_lookup(ws, wid);
+    if (!w) {
+        note_error("events for an unknown watch_id");
+        return;
+    }
+    for (p = m; p < end;) {
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        p += n; /* n > 0: the first pass walked the same bytes */
+        if (f != 11 || wt != 2)
+            continue;
+        int64_t rev = 0;
+        uint64_t type = 0;
+        for (const uint8_t *q = d, *qe = d + dl; q < qe;) {
+            uint32_t ef, ewt;
+            uint64_t ev = 0;
+            const uint8_t *ed = NULL;
+            size_t edl = 0, en = pb_next_field(q, (size_t)(qe - q), &ef, &ewt,
+                                               &ev, &ed, &edl);
+            if (!en) {
+                note_error("malformed Event");
+                return;
+            }
+            if (ef == 1 && ewt == 0)
+                type = ev;
+            else if (ef == 2 && ewt == 2)
+                for (const uint8_t *k = ed, *ke = ed + edl; k < ke;) {
+                    uint32_t kf, kwt;
+                    uint64_t kv = 0;
+                    const uint8_t *kd = NULL;
+                    size_t kdl = 0, kn = pb_next_field(
+                        k, (size_t)(ke - k), &kf, &kwt, &kv, &kd, &kdl);
+                    if (!kn) {
+                        note_error("malformed KeyValue in Event");
+                        return;
+                    }
+                    if (kf == 3 && kwt == 0)
+                        rev = (int64_t)kv;
+                    k += kn;
+                }
+            q += en;
+        }
+        if (type != 0)
+            note_error("non-PUT event (type %" PRIu64 ")", type);
+        if (rev <= 0)
+            note_error("event without kv.mod_revision");
+        w_event(w, rev, g_recv_t);
+    }
+}
+
+static wstream_t *w_stream_of(conn_t *c, int32_t stream_id)
+{
+    wstream_t *ws = nghttp2_session_get_stream_user_data(c->s, stream_id);
+    return ws && ws->stream_id == stream_id ? ws : NULL;
+}
+
+static void w_in_append(wstream_t *ws, const uint8_t *d, size_t n)
+{
+    if (ws->in_len + n > ws->in_cap) {
+        size_t cap = ws->in_cap ? ws->in_cap : 4096;
+        while (cap < ws->in_len + n)
+            cap *= 2;
+        ws->in = xrealloc(ws->in, cap);
+        ws->in_cap = cap;
+    }
+    memcpy(ws->in + ws->in_len, d, n);
+    ws->in_len += n;
+}
+
+static uint32_t w_msg_len(const uint8_t *h, wstream_t *ws)
+{
+    uint32_t mlen = ((uint32_t)h[1] << 24) | ((uint32_t)h[2] << 16) |
+                    ((uint32_t)h[3] << 8) | h[4];
+    if (h[0] != 0 || mlen > MAX_RESP_BYTES) {
+        note_error(h[0] ? "compressed gRPC message (not requested)"
+                        : "WatchResponse larger than limit");
+        ws->broken = true;
+    }
+    return mlen;
+}
+
+/* gRPC messages straddle DATA frames and frames carry several messages:
+ * parse whole messages in place, carry only a partial one over. */
+static void w_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
+                      size_t len)
+{
+    wstream_t *ws = w_stream_of(c, stream_id);
+    if (!ws || ws->broken)
+        return;
+    if (ws->in_len) {
+        if (ws->in_len < 5) {
+            size_t take = 5 - ws->in_len < len ? 5 - ws->in_len : len;
+            w_in_append(ws, data, take);
+            data += take;
+            len -= take;
+            if (ws->in_len < 5)
+                return;
+        }
+        size_t mlen = w_msg_len(ws->in, ws);
+        if (ws->broken)
+            return;
+        size_t need = 5 + mlen - ws->in_len, take = need < len ? need : len;
+        w_in_append(ws, data, take);
+        data += take;
+        len -= take;
+        if (ws->in_len < 5 + mlen)
+            return;
+        w_message(ws, ws->in + 5, mlen);
+        ws->in_len = 0;
+    }
+    while (len >= 5) {
+        size_t mlen = w_msg_len(data, ws);
+        if (ws->broken)
+            return;
+        if (len < 5 + mlen)
+            break;
+        w_message(ws, data + 5, mlen);
+        data += 5 + mlen;
+        len -= 5 + mlen;
+    }
+    if (len)
+        w_in_append(ws, data, len);
+}
+
+static void w_on_header(conn_t *c, int32_t stream_id, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    wstream_t *ws = w_stream_of(c, stream_id);
+    if (!ws)
+        return;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        ws->http_status = atoi((const char *)value);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        ws->grpc_status = atoi((const char *)value);
+    } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+        size_t n = valuelen < sizeof ws->grpc_msg - 1 ? valuelen
+                                                      : sizeof ws->grpc_msg - 1;
+        memcpy(ws->grpc_msg, value, n);
+        ws->grpc_msg[n] = 0;
+    }
+}
+
+static void w_stream_ended(wstream_t *ws, const char *why)
+{
+    if (!ws->open)
+        return;
+    ws->open = false;
+    W.open_streams--;
+    if (W.shutting_down)
+        return;
+    if (ws->grpc_status >= 0)
+        note_error("watch stream ended by the server (%s): HTTP %d, "
+                   "grpc-status %d (%s): %s", why, ws->http_status,
+                   ws->grpc_status, grpc_code_name(ws->grpc_status),
+                   ws->grpc_msg);
+    else
+        note_error("watch stream ended (%s), HTTP :status %d", why,
+                   ws->http_status);
+}
+
+static void w_on_close(conn_t *c, int32_t stream_id, uint32_t error_code)
+{
+    wstream_t *ws = w_stream_of(c, stream_id);
+    if (ws)
+        w_stream_ended(ws, error_code == NGHTTP2_NO_ERROR
+                               ? "stream closed"
+                               : nghttp2_http2_strerror(error_code));
+}
+
+static void w_conn_closed(conn_t *c, const char *why)
+{
+    for (int i = 0; i < c->nws; i++)
+        w_stream_ended(c->ws[i], why);
+}
+
+static ssize_t w_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
+                         size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    (void)s; (void)stream_id; (void)flags; (void)ud;
+    wstream_t *ws = src->ptr;
+    size_t n = ws->out_len - ws->out_off;
+    if (n == 0) /* keep our side open: ending it is not needed */
+        return NGHTTP2_ERR_DEFERRED;
+    if (n > length)
+        n = length;
+    memcpy(buf, ws->out + ws->out_off, n);
+    ws->out_off += n;
+    return (ssize_t)n;
+}
+
+static void w_open_streams(conn_t *c)
+{
+#define NV(name, value)                                                        \
+    {(uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1,                 \
+     sizeof(value) - 1, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}
+    static nghttp2_nv nv[] = {
+        NV(":method", "POST"), NV(":scheme", "http"),
+        NV(":path", "/etcdserverpb.Watch/Watch"), NV(":authority", ""),
+        NV("content-type", "application/grpc"), NV("te", "trailers"),
+    };
+#undef NV
+    nv[3].value = (uint8_t *)cfg.authority;
+    nv[3].valuelen = strlen(cfg.authority);
+    c->ws_opened = true;
+    for (int i = 0; i < c->nws; i++) {
+        wstream_t *ws = c->ws[i];
+        nghttp2_data_provider prd = {.source.ptr = ws,
+                                     .read_callback = w_read_cb};
+        int32_t id = nghttp2_submit_request(c->s, NULL, nv, 6, &prd, ws);
+        if (id < 0) {
+            g_conn_errors++;
+            note_error("conn %d: submit watch stream: %s", c->idx,
+                       nghttp2_strerror(id));
+            continue;
+        }
+        ws->stream_id = id;
+        ws->open = true;
+        W.open_streams++;
+    }
+}
+
+/* WatchRequest{create_request(1){key(1), range_end(2)}}, gRPC-framed;
+ * start_revision 0 (now) is the proto3 default and so left out. */
+static size_t w_create_request(uint8_t *buf, const uint8_t *key, size_t klen,
+                               const uint8_t *end, size_t elen)
+{
+    size_t inner = 1 + varint_len(klen) + klen;
+    if (end)
+        inner += 1 + varint_len(elen) + elen;
+    size_t mlen = 1 + varint_len(inner) + inner;
+    uint8_t *p = buf;
+    *p++ = 0;
+    *p++ = (uint8_t)(mlen >> 24);
+    *p++ = (uint8_t)(mlen >> 16);
+    *p++ = (uint8_t)(mlen >> 8);
+    *p++ = (uint8_t)mlen;
+    *p++ = 0x0a;
+    p += pb_put_varint(p, inner);
+    *p++ = 0x0a;
+    p += pb_put_varint(p, klen);
+    memcpy(p, key, klen);
+    p += klen;
+    if (end) {
+        *p++ = 0x12;
+        p += pb_put_varint(p, elen);
+        memcpy(p, end, elen);
+        p += elen;
+    }
+    return (size_t)(p - buf);
+}
+
+/* VmRSS and RssAnon of --server-pid, in kB (0 if unknown). */
+static void read_rss(long pid, uint64_t *rss, uint64_t *anon)
+{
+    char path[64], line[256];
+    *rss = *anon = 0;
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        note_error("cannot read %s: %s", path, strerror(errno));
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long v;
+        if (sscanf(line, "VmRSS: %llu", &v) == 1)
+            *rss = v;
+        else if (sscanf(line, "RssAnon: %llu", &v) == 1)
+            *anon = v;
+    }
+    fclose(f);
+}
+
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+/* One epoll round over receivers, writers and the pacing timer. */
+static void w_poll(int tfd, int timeout_ms)
+{
+    struct epoll_event evs[64];
+    int n = epoll_wait(g_epfd, evs, 64, timeout_ms);
+    if (n < 0 && errno != EINTR)
+        die("epoll_wait: %s", strerror(errno));
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.ptr == NULL) { /* the pacing timer */
+            uint64_t ticks;
+            if (read(tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+                die("read timerfd: %s", strerror(errno));
+            continue;
+        }
+        conn_t *c = evs[i].data.ptr;
+        if (c->dead)
+            continue;
+        if (conn_read(c) < 0)
+            continue;
+        conn_flush(c);
+    }
+    /* Data that arrives while we are busy waits in the kernel, so a long
+     * iteration means receive times (and latencies) include our own lag. */
+    uint64_t busy = now_ns() - t0;
+    if (W.loading && busy > W.loop_max_ns)
+        W.loop_max_ns = busy;
+}
+
+static bool w_receivers_alive(void)
+{
+    for (int i = 0; i < cfg.conns; i++)
+        if (!W.conns[i].dead)
+            return true;
+    return false;
+}
+
+static int run_watch(void)
+{
+    const int S = cfg.watch_streams;
+    const uint64_t stall_ns = (uint64_t)(cfg.stall_secs * 1e9);
+    uint64_t rss0 = 0, anon0 = 0, rss1 = 0, anon1 = 0;
+
+    if (cfg.server_pid)
+        read_rss(cfg.server_pid, &rss0, &anon0);
+
+    /* The watched key, or the prefix and its range end. */
+    const uint8_t *key = (const uint8_t *)cfg.watch_key;
+    size_t klen = strlen(cfg.watch_key), elen = 0;
+    uint8_t *rend = NULL;
+    if (cfg.watch_prefix) {
+        rend = xmalloc(klen + 1);
+        memcpy(rend, key, klen);
+        elen = klen;
+        while (elen > 0 && rend[elen - 1] == 0xff)
+            elen--;
+        if (elen == 0) { /* all 0xff: everything from key on */
+            rend[0] = 0;
+            elen = 1;
+        } else {
+            rend[elen - 1]++;
+        }
+    }
+    size_t create_max = 5 + 2 * (1 + 10) + 2 * (1 + 10 + klen + 1);
+
+    W.conns = xmalloc((size_t)cfg.conns * sizeof *W.conns);
+    W.streams = xmalloc((size_t)S * sizeof *W.streams);
+    W.watchers = xmalloc((size_t)cfg.watchers * sizeof *W.watchers);
+    memset(W.streams, 0, (size_t)S * sizeof *W.streams);
+    memset(W.watchers, 0, (size_t)cfg.watchers * sizeof *W.watchers);
+    for (int i = 0; i < cfg.conns; i++) {
+        conn_open(&W.conns[i], i, 0, true);
+        W.conns[i].ws = xmalloc(((size_t)S / (size_t)cfg.conns + 1) *
+                                sizeof *W.conns[i].ws);
+    }
+    for (int i = 0; i < S; i++) {
+        wstream_t *ws = &W.streams[i];
+        conn_t *c = &W.conns[i % cfg.conns];
+        ws->c = c;
+        ws->idx = i;
+        ws->grpc_status = -1;
+        ws->nwatchers = cfg.watchers / S + (i < cfg.watchers % S);
+        ws->ids = xmalloc((size_t)ws->nwatchers * sizeof *ws->ids);
+        ws->out = xmalloc((size_t)ws->nwatchers * create_max);
+        for (int k = 0; k < ws->nwatchers; k++)
+            ws->out_len += w_create_request(ws->out + ws->out_len, key, klen,
+                                            rend, elen);
+        c->ws[c->nws++] = ws;
+    }
+    for (int i = 0; i < cfg.watchers; i++)
+        W.watchers[i].last_rev = -1;
+
+    g_nconns = cfg.writer_conns;
+    g_conns = xmalloc((size_t)g_nconns * sizeof *g_conns);
+    for (int i = 0; i < g_nconns; i++)
+        conn_open(&g_conns[i], cfg.conns + i, cfg.streams, false);
+
+    /* 1. Create every watcher; nothing is written meanwhile. */
+    uint64_t t_c0 = now_ns();
+    ph.last_progress = t_c0;
+    while (W.created < cfg.watchers) {
+        uint64_t t = now_ns();
+        if (g_interrupted)
+            break;
+        if (!w_receivers_alive())
+            break;
+        if (t - ph.last_progress > stall_ns) {
+            note_error("timeout: %d of %d watchers created, none more for "
+                       "%.1fs", W.created, cfg.watchers, cfg.stall_secs);
+            break;
+        }
+        for (int i = 0; i < cfg.conns; i++) {
+            conn_t *c = &W.conns[i];
+            if (c->dead)
+                continue;
+            if (c->ready && !c->ws_opened)
+                w_open_streams(c);
+            conn_flush(c);
+        }
+        for (int i = 0; i < g_nconns; i++)
+            conn_flush(&g_conns[i]);
+        w_poll(-1, 20);
+    }
+    double create_secs = (double)(now_ns() - t_c0) / 1e9;
+    bool created_all = W.created == cfg.watchers;
+    if (created_all && !cfg.quiet)
+        fprintf(stderr, "cairn-bench: %d watchers on %d streams created in "
+                "%.2fs (revision %" PRId64 ")\n", W.created, S, create_secs,
+                W.base_rev);
+    if (created_all && cfg.server_pid)
+        read_rss(cfg.server_pid, &rss1, &anon1);
+    for (int i = 0; i < S; i++) {
+        wstream_t *ws = &W.streams[i];
+        qsort(ws->ids, (size_t)ws->ncreated, sizeof *ws->ids, cmp_widmap);
+        for (int k = 1; k < ws->ncreated; k++)
+            if (ws->ids[k].id == ws->ids[k - 1].id)
+                note_error("server gave two watchers on one stream the same "
+                           "watch_id");
+        ws->sorted = true;
+    }
+
+    /* 2. Paced puts; every event is timed against its revision's put. */
+    uint64_t max_puts = cfg.total;
+    if (cfg.duration > 0) {
+        double d = cfg.duration * cfg.rate + 1;
+        if (d > 1e9)
+            die("--rate x --duration is more than 1e9 puts");
+        if (!max_puts || (uint64_t)d < max_puts)
+            max_puts = (uint64_t)d;
+    }
+    phase_reset(OP_PUT, max_puts, true, false);
+    ph.paced = true;
+    W.nrev = max_puts;
+    W.send_t = xmalloc(W.nrev * sizeof *W.send_t);
+    W.pend_head = xmalloc(W.nrev * sizeof *W.pend_head);
+    memset(W.send_t, 0, W.nrev * sizeof *W.send_t);
+    memset(W.pend_head, 0, W.nrev * sizeof *W.pend_head);
+
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0)
+        die("timerfd_create: %s", strerror(errno));
+    uint64_t period = (uint64_t)(1e9 / cfg.rate);
+    if (period == 0)
+        period = 1;
+    struct itimerspec its = {
+        .it_interval = {(time_t)(period / 1000000000u),
+                        (long)(period % 1000000000u)},
+        .it_value = {(time_t)(period / 1000000000u),
+                     (long)(period % 1000000000u)},
+    };
+    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, tfd, &tev) != 0)
+        die("epoll_ctl: %s", strerror(errno));
+
+    uint64_t t_puts_done = 0, expected = 0;
+    double cpu0 = cpu_secs();
+    ph.t_start = ph.last_progress = now_ns();
+    if (cfg.duration > 0)
+        ph.deadline = ph.t_start + (uint64_t)(cfg.duration * 1e9);
+    W.loading = created_all;
+    if (created_all && timerfd_settime(tfd, 0, &its, NULL) != 0)
+        die("timerfd_settime: %s", strerror(errno));
+    while (created_all) {
+        uint64_t t = now_ns();
+        if (can_issue(t))
+            for (int i = 0; i < g_nconns; i++)
+                if (!g_conns[i].goaway) {
+                    conn_refill(&g_conns[i]);
+                    conn_flush(&g_conns[i]);
+                }
+        bool issuing_over = g_interrupted || g_usable == 0 ||
+                            (ph.total && ph.issued >= ph.total) ||
+                            (ph.deadline && t >= ph.deadline);
+        if (!t_puts_done && issuing_over && g_inflight == 0) {
+            t_puts_done = t;
+            struct itimerspec off = {0};
+            timerfd_settime(tfd, 0, &off, NULL);
+        }
+        expected = ph.ok * (uint64_t)cfg.watchers;
+        if (t_puts_done) {
+            if (W.events >= expected || g_interrupted)
+                break;
+            if (t - t_puts_done > (uint64_t)(cfg.drain_secs * 1e9)) {
+                note_error("drain: %" PRIu64 " of %" PRIu64 " events "
+                           "delivered %.1fs after the last put", W.events,
+                           expected, cfg.drain_secs);
+                break;
+            }
+        }
+        if (!w_receivers_alive())
+            break;
+        if (g_inflight > 0 && t - ph.last_progress > stall_ns) {
+            char why[80];
+            snprintf(why, sizeof why, "timeout: no put completed for %.1fs",
+                     cfg.stall_secs);
+            for (int i = 0; i < g_nconns; i++)
+                if (!g_conns[i].dead)
+                    conn_error(&g_conns[i], "%s", why);
+        }
+        w_poll(tfd, 20);
+    }
+    uint64_t t_end = now_ns();
+    double cpu = cpu_secs() - cpu0;
+    expected = ph.ok * (uint64_t)cfg.watchers;
+
+    /* Shut down; streams and connections ending now are not errors. */
+    W.shutting_down = true;
+    for (int i = 0; i < cfg.conns + g_nconns; i++) {
+        conn_t *c = i < cfg.conns ? &W.conns[i] : &g_conns[i - cfg.conns];
+        if (c->dead)
+            continue;
+        if (!c->ready) {
+            g_conn_errors++;
+            note_error("conn %d: never received server SETTINGS", c->idx);
+        }
+        nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
+        conn_flush(c);
+        conn_close(c, "shutdown");
+    }
+    close(tfd);
+
+    /* Events whose put never reported its revision have no latency. */
+    uint64_t unresolved = 0;
+    for (uint64_t i = 0; i < W.nrev; i++)
+        for (uint32_t k = W.pend_head[i]; k; k = W.pend[k - 1].next)
+            unresolved++;
+    if (unresolved)
+        note_error_n(unresolved, "event for a put whose response never came");
+    if (created_all) {
+        uint64_t off = 0;
+        for (int i = 0; i < cfg.watchers; i++)
+            off += W.watchers[i].events != ph.ok;
+        if (off)
+            note_error_n(off, "watcher did not get exactly one event per put");
+    }
+    if (created_all && W.events > expected)
+        note_error("%" PRIu64 " more events than puts x watchers",
+                   W.events - expected);
+
+    /* The writer could not keep the rate (e.g. --streams too low for the
+     * server's put latency): latencies are still right, load is lower. */
+    double put_secs = (double)(ph.t_last_issue - ph.t_start) / 1e9;
+    double sched = ph.issued ? (double)(ph.issued - 1) / cfg.rate : 0;
+    if (ph.issued > 1 && put_secs > sched * 1.1 + 0.2 && !cfg.quiet)
+        fprintf(stderr, "cairn-bench: note: writer fell behind: %" PRIu64
+                " puts took %.2fs, schedule was %.2fs\n", ph.issued,
+                put_secs, sched);
+
+    uint64_t t_last = W.t_last_event > ph.t_start ? W.t_last_event : t_end;
+    double secs = (double)(t_last - ph.t_start) / 1e9;
+    if (secs <= 0)
+        secs = 1e-9;
+    double wall = (double)(t_end - ph.t_start) / 1e9;
+    uint64_t nerrors = g_errs_other;
+    for (int i = 0; i < g_nerrs; i++)
+        nerrors += g_errs[i].n;
+    qsort(ph.lat, ph.nlat, sizeof *ph.lat, cmp_u64);
+    print_errors(stderr);
+    if (g_interrupted)
+        fprintf(stderr, "cairn-bench: interrupted\n");
+
+    printf("op=watch watchers=%d streams=%d conns=%d puts=%" PRIu64
+           " events=%" PRIu64 " expected=%" PRIu64 " secs=%.3f"
+           " events_per_s=%.0f p50_us=%.0f p99_us=%.0f p999_us=%.0f"
+           " max_us=%.0f rate=%.0f put_errors=%" PRIu64 " errors=%" PRIu64
+           " conn_errors=%" PRIu64 " create_secs=%.3f client_cpu=%.2f"
+           " loop_max_ms=%.1f samples=%zu",
+           cfg.watchers, S, cfg.conns, ph.ok, W.events, expected, secs,
+           (double)W.events / secs, pct_us(500), pct_us(990), pct_us(999),
+           ph.nlat ? (double)ph.lat[ph.nlat - 1] / 1000.0 : 0.0, cfg.rate,
+           ph.errors, nerrors, g_conn_errors,
+           create_secs, wall > 0 ? cpu / wall : 0.0,
+           (double)W.loop_max_ns / 1e6, ph.nlat);
+    if (cfg.server_pid)
+        printf(" rss_before_kb=%" PRIu64 " rss_after_kb=%" PRIu64
+               " anon_before_kb=%" PRIu64 " anon_after_kb=%" PRIu64,
+               rss0, rss1, anon0, anon1);
+    printf("\n");
+    fflush(stdout);
+    bool bad = !created_all || W.events < expected || g_nerrs > 0 ||
+               g_errs_other > 0 || ph.errors || g_conn_errors ||
+               g_interrupted;
+    return bad ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void on_sigint(int sig)
@@ -1035,7 +1987,7 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: cairn-bench [options]\n"
         "  --endpoint HOST:PORT   server (default 127.0.0.1:2379)\n"
-        "  --op put|range         request type (default put)\n"
+        "  --op put|range|watch   request type (default put)\n"
         "  --conns N              HTTP/2 connections (default 1)\n"
         "  --streams N            in-flight requests per connection (default 1)\n"
         "  --key-size N           key bytes (default 16)\n"
@@ -1051,7 +2003,25 @@ static void usage(FILE *f)
         "                         any response (default 10)\n"
         "  --seed N               random seed\n"
         "  --quiet                no progress notes on stderr\n"
-        "Prints one summary line on stdout; exits 1 if any request failed.\n");
+        "watch fan-out (--op watch): --conns receiver connections carry\n"
+        "--watch-streams Watch streams carrying --watchers watchers on one key;\n"
+        "once all exist, a writer puts to that key at --rate and every event's\n"
+        "latency (arrival - send time of its put) is recorded:\n"
+        "  --watchers N           watchers in total (default 1000)\n"
+        "  --watch-streams N      Watch streams in total (default: --conns)\n"
+        "  --watch-key K          the watched key (default cairn-bench/watch)\n"
+        "  --watch-prefix         watch K as a prefix; puts go to K + index\n"
+        "                         over --keys keys (--key-size digits)\n"
+        "  --rate N               puts per second, paced (default 100)\n"
+        "  --writer-conns N       writer connections (default 1); --streams\n"
+        "                         is their in-flight put limit (default 64)\n"
+        "  --drain SECS           wait this long after the last put for the\n"
+        "                         missing events (default 10)\n"
+        "  --server-pid PID       report PID's VmRSS/RssAnon before and after\n"
+        "                         creating the watchers\n"
+        "  --lat-samples N        latency reservoir size (default 4194304)\n"
+        "Prints one summary line on stdout; exits 1 if any request failed\n"
+        "(watch: or fewer events than puts x watchers arrived).\n");
 }
 
 static uint64_t parse_u64(const char *opt, const char *s)
@@ -1077,7 +2047,8 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_ENDPOINT = 256, O_OP, O_CONNS, O_STREAMS, O_KEYSIZE, O_VALSIZE,
            O_KEYS, O_TOTAL, O_DURATION, O_PREFILL, O_SERIAL, O_SEQ, O_TIMEOUT,
-           O_SEED, O_QUIET, O_HELP };
+           O_SEED, O_QUIET, O_HELP, O_WATCHERS, O_WSTREAMS, O_WKEY, O_WPREFIX,
+           O_RATE, O_WCONNS, O_DRAIN, O_SPID, O_LATCAP };
     static const struct option opts[] = {
         {"endpoint", required_argument, 0, O_ENDPOINT},
         {"op", required_argument, 0, O_OP},
@@ -1095,6 +2066,15 @@ static void parse_args(int argc, char **argv)
         {"seed", required_argument, 0, O_SEED},
         {"quiet", no_argument, 0, O_QUIET},
         {"help", no_argument, 0, O_HELP},
+        {"watchers", required_argument, 0, O_WATCHERS},
+        {"watch-streams", required_argument, 0, O_WSTREAMS},
+        {"watch-key", required_argument, 0, O_WKEY},
+        {"watch-prefix", no_argument, 0, O_WPREFIX},
+        {"rate", required_argument, 0, O_RATE},
+        {"writer-conns", required_argument, 0, O_WCONNS},
+        {"drain", required_argument, 0, O_DRAIN},
+        {"server-pid", required_argument, 0, O_SPID},
+        {"lat-samples", required_argument, 0, O_LATCAP},
         {0, 0, 0, 0},
     };
     static char hostbuf[256], portbuf[16];
@@ -1137,11 +2117,16 @@ static void parse_args(int argc, char **argv)
                 cfg.op = OP_PUT;
             else if (strcmp(optarg, "range") == 0)
                 cfg.op = OP_RANGE;
+            else if (strcmp(optarg, "watch") == 0)
+                cfg.op = OP_WATCH;
             else
-                die("--op must be put or range");
+                die("--op must be put, range or watch");
             break;
         case O_CONNS: cfg.conns = (int)parse_u64("--conns", optarg); break;
-        case O_STREAMS: cfg.streams = (int)parse_u64("--streams", optarg); break;
+        case O_STREAMS:
+            cfg.streams = (int)parse_u64("--streams", optarg);
+            cfg.streams_set = true;
+            break;
         case O_KEYSIZE: cfg.key_size = parse_u64("--key-size", optarg); break;
         case O_VALSIZE: cfg.val_size = parse_u64("--val-size", optarg); break;
         case O_KEYS: cfg.keys = parse_u64("--keys", optarg); break;
@@ -1153,6 +2138,23 @@ static void parse_args(int argc, char **argv)
         case O_TIMEOUT: cfg.stall_secs = parse_secs("--timeout", optarg); break;
         case O_SEED: g_rng = parse_u64("--seed", optarg) | 1; break;
         case O_QUIET: cfg.quiet = true; break;
+        case O_WATCHERS:
+            cfg.watchers = (int)parse_u64("--watchers", optarg);
+            break;
+        case O_WSTREAMS:
+            cfg.watch_streams = (int)parse_u64("--watch-streams", optarg);
+            break;
+        case O_WKEY: cfg.watch_key = optarg; break;
+        case O_WPREFIX: cfg.watch_prefix = true; break;
+        case O_RATE: cfg.rate = parse_secs("--rate", optarg); break;
+        case O_WCONNS:
+            cfg.writer_conns = (int)parse_u64("--writer-conns", optarg);
+            break;
+        case O_DRAIN: cfg.drain_secs = parse_secs("--drain", optarg); break;
+        case O_SPID: cfg.server_pid = (long)parse_u64("--server-pid", optarg); break;
+        case O_LATCAP:
+            cfg.lat_cap = (size_t)parse_u64("--lat-samples", optarg);
+            break;
         case 'h': case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -1171,6 +2173,32 @@ static void parse_args(int argc, char **argv)
         die("--key-size must be 1..1048576");
     if (cfg.val_size > 64 * 1024 * 1024)
         die("--val-size must be <= 64MiB");
+    if (cfg.op == OP_WATCH) {
+        if (cfg.watch_streams == 0)
+            cfg.watch_streams = cfg.conns;
+        if (cfg.watch_streams < 1 || cfg.watch_streams > 1000000)
+            die("--watch-streams must be 1..1000000");
+        if (cfg.watchers < cfg.watch_streams || cfg.watchers > 100000000)
+            die("--watchers must be --watch-streams (%d)..100000000",
+                cfg.watch_streams);
+        if (cfg.writer_conns < 1 || cfg.writer_conns > 10000)
+            die("--writer-conns must be 1..10000");
+        if (cfg.watch_key[0] == 0)
+            die("--watch-key must not be empty");
+        if (cfg.lat_cap < 1)
+            die("--lat-samples must be >= 1");
+        if (cfg.prefill)
+            die("--prefill does not apply to --op watch");
+        if (!cfg.streams_set)
+            cfg.streams = 64;
+        cfg.key_prefix = (const uint8_t *)cfg.watch_key;
+        cfg.key_prefix_len = strlen(cfg.watch_key);
+        cfg.key_digits = cfg.watch_prefix ? cfg.key_size : 0;
+    } else {
+        cfg.key_prefix = (const uint8_t *)"";
+        cfg.key_digits = cfg.key_size;
+    }
+    cfg.key_len = cfg.key_prefix_len + cfg.key_digits;
     /* Keys are the zero-padded index; it must fit or keys would collide. */
     uint64_t maxidx = cfg.keys - 1;
     size_t digits = 1;
@@ -1178,7 +2206,7 @@ static void parse_args(int argc, char **argv)
         maxidx /= 10;
         digits++;
     }
-    if (digits > cfg.key_size)
+    if (cfg.key_digits && digits > cfg.key_size)
         die("--key-size %zu too small for --keys %" PRIu64 " (needs %zu)",
             cfg.key_size, cfg.keys, digits);
     if (cfg.total == 0 && cfg.duration == 0)
@@ -1207,9 +2235,13 @@ int main(int argc, char **argv)
     g_epfd = epoll_create1(EPOLL_CLOEXEC);
     if (g_epfd < 0)
         die("epoll_create1: %s", strerror(errno));
+    if (cfg.op == OP_WATCH)
+        return run_watch();
+
+    g_nconns = cfg.conns;
     g_conns = xmalloc((size_t)cfg.conns * sizeof *g_conns);
     for (int i = 0; i < cfg.conns; i++)
-        conn_open(&g_conns[i], i);
+        conn_open(&g_conns[i], i, cfg.streams, false);
 
     if (cfg.prefill) {
         /* Not measured, and a --duration must not cut it short. */

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # compare.sh: run the same workloads against real etcd 3.4 and cairn,
-# alternating between the two servers, and print req/s, p99 and peak RSS
-# side by side.
+# alternating between the two servers, and print req/s (events/s for watch
+# fan-out), p99, peak RSS and the memory watchers cost, side by side.
 #
 # Environment knobs (defaults in brackets):
 #   CAIRN     cairn binary            [bench/../build/cairn]
 #   ETCD      etcd binary             [/usr/bin/etcd]
+#   WORKLOADS which groups: all, kv (put/range), watch; comma-separated [all]
 #   ROUNDS    rounds per workload     [3]
-#   DURATION  seconds per run         [5]
+#   DURATION  seconds per run (watch: seconds of puts) [5]
 #   VAL_SIZE  value bytes             [256]
 #   KEYS      key space               [10000]
+#   WATCH_RATE_1K / WATCH_RATE_10K  puts/s for watch 1k / 10k [500 / 100]
 #   TMPDIR    where data dirs go      [/tmp]
 #
 # Exit: 0 all runs clean, 1 a run or server failed, 2 missing binary.
@@ -18,22 +20,44 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CAIRN=${CAIRN:-$here/../build/cairn}
 ETCD=${ETCD:-/usr/bin/etcd}
+WORKLOADS=${WORKLOADS:-all}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 VAL_SIZE=${VAL_SIZE:-256}
 KEYS=${KEYS:-10000}
+WATCH_RATE_1K=${WATCH_RATE_1K:-500}
+WATCH_RATE_10K=${WATCH_RATE_10K:-100}
 BENCH=$here/cairn-bench
 
+die() { echo "compare.sh: $*" >&2; exit 1; }
+
 # label|cairn-bench arguments
-WORKLOADS=(
+KV_WORKLOADS=(
     "put 1x1|--op put --conns 1 --streams 1"
     "put 4x64|--op put --conns 4 --streams 64"
     "put 16x64|--op put --conns 16 --streams 64"
     "range 4x64|--op range --conns 4 --streams 64 --prefill"
 )
+# Fan-out: every watcher watches the one key the writer puts to, so each put
+# becomes one event per watcher.  Rates are fixed, so events/s only drops
+# below rate x watchers when a server falls behind; p99 (put sent -> event
+# received) is the telling number.
+WATCH_WORKLOADS=(
+    "watch 1k|--op watch --watchers 1000 --watch-streams 100 --conns 10 --rate $WATCH_RATE_1K"
+    "watch 10k|--op watch --watchers 10000 --watch-streams 100 --conns 10 --rate $WATCH_RATE_10K"
+)
+RUN=()
+IFS=, read -r -a groups <<<"$WORKLOADS"
+for g in "${groups[@]}"; do
+    case $g in
+    all) RUN+=("${KV_WORKLOADS[@]}" "${WATCH_WORKLOADS[@]}") ;;
+    kv) RUN+=("${KV_WORKLOADS[@]}") ;;
+    watch) RUN+=("${WATCH_WORKLOADS[@]}") ;;
+    *) die "WORKLOADS: unknown group '$g' (all, kv, watch)" ;;
+    esac
+done
+((${#RUN[@]})) || die "WORKLOADS selects nothing"
 SERVERS=(etcd cairn)
-
-die() { echo "compare.sh: $*" >&2; exit 1; }
 
 for b in "$CAIRN" "$ETCD"; do
     if [[ ! -x $b ]]; then
@@ -166,12 +190,39 @@ file_kb() { awk '/^RssFile:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 start_server etcd "$ETCD"
 start_server cairn "$CAIRN"
 
-echo "# $(nproc) CPUs, rounds=$ROUNDS duration=${DURATION}s val_size=$VAL_SIZE keys=$KEYS" >&2
+# What watchers cost the server: VmRSS and RssAnon growth while 10k
+# watchers (100 streams, 10 connections) are created, measured once on each
+# fresh server, before any workload.  Later deltas would be noise: a Go
+# heap reuses the garbage earlier runs left, so etcd's can even go negative.
+declare -A WMEM
+watch_mem_probe() { # server
+    local s=$1 out line r0 r1 a0 a1 rc=0
+    out=$(timeout 120 "$BENCH" --endpoint "127.0.0.1:${CPORT[$s]}" \
+        --op watch --watchers 10000 --watch-streams 100 --conns 10 \
+        --rate 10 --total 1 --server-pid "${PID[$s]}" 2>"$work/bench.err") ||
+        rc=$?
+    line=$(grep '^op=' <<<"$out" | tail -n1 || true)
+    echo "watch memory $(printf '%-5s' "$s")  ${line:-no output}" >&2
+    if ((rc != 0)); then
+        failed=1
+        echo "watch memory $s: FAILED rc=$rc" >&2
+        sed 's/^/    /' "$work/bench.err" >&2
+        return 0
+    fi
+    r0=$(field "$line" rss_before_kb) r1=$(field "$line" rss_after_kb)
+    a0=$(field "$line" anon_before_kb) a1=$(field "$line" anon_after_kb)
+    WMEM[$s]="$((r1 - r0)) $((a1 - a0))" # kB per 10k watchers
+}
+
+echo "# $(nproc) CPUs, workloads=$WORKLOADS rounds=$ROUNDS duration=${DURATION}s val_size=$VAL_SIZE keys=$KEYS" >&2
 results=$work/results.tsv
 : >"$results"
 failed=0
+if [[ "${RUN[*]}" == *"--op watch"* ]]; then
+    for s in "${SERVERS[@]}"; do watch_mem_probe "$s"; done
+fi
 for ((r = 1; r <= ROUNDS; r++)); do
-    for w in "${WORKLOADS[@]}"; do
+    for w in "${RUN[@]}"; do
         label=${w%%|*}
         args=${w#*|}
         for s in "${SERVERS[@]}"; do
@@ -188,9 +239,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 echo "round $r $label $s: FAILED rc=$rc" >&2
                 sed 's/^/    /' "$work/bench.err" >&2
             else # surface notes such as a low server stream limit
-                grep -v ': prefill:' "$work/bench.err" | sed 's/^/    /' >&2 || true
+                grep -v ': prefill:\|watchers on .* streams created' \
+                    "$work/bench.err" | sed 's/^/    /' >&2 || true
             fi
             rps=$(field "$line" rps)
+            [[ $line == op=watch* ]] && rps=$(field "$line" events_per_s)
             p99=$(field "$line" p99_us)
             printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$label" "$r" \
                 "${rps:-0}" "${p99:-0}" "$rc" >>"$results"
@@ -208,8 +261,9 @@ file_etcd=$(file_kb "${PID[etcd]}") file_cairn=$(file_kb "${PID[cairn]}")
 echo
 awk -F'\t' -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" \
     -v anon_e="$anon_etcd" -v anon_c="$anon_cairn" \
-    -v file_e="$file_etcd" -v file_c="$file_cairn" -v order="$(
-    for w in "${WORKLOADS[@]}"; do printf '%s;' "${w%%|*}"; done)" '
+    -v file_e="$file_etcd" -v file_c="$file_cairn" \
+    -v mem_e="${WMEM[etcd]:-}" -v mem_c="${WMEM[cairn]:-}" -v order="$(
+    for w in "${RUN[@]}"; do printf '%s;' "${w%%|*}"; done)" '
 function median(list,   a, n, t) {
     n = split(list, a, " ")
     # insertion sort: a handful of rounds
@@ -239,6 +293,13 @@ END {
             er, cr, ratio(cr, er), ep, cp, ratio(cp, ep),
             (bad["etcd", w] || bad["cairn", w]) ? "  (errors!)" : ""
     }
+    if (mem_e != "" && mem_c != "") {
+        split(mem_e, me, " "); split(mem_c, mc, " ")
+        printf "%-12s %9.1fM %9.1fM %7s\n", "RSS/10k wch",
+            me[1] / 1024, mc[1] / 1024, ratio(mc[1], me[1])
+        printf "%-12s %9.1fM %9.1fM %7s\n", "anon/10k wch",
+            me[2] / 1024, mc[2] / 1024, ratio(mc[2], me[2])
+    }
     printf "%-12s %9.1fM %9.1fM %7s\n", "peak RSS", hwm_e / 1024,
         hwm_c / 1024, ratio(hwm_c, hwm_e)
     printf "%-12s %9.1fM %9.1fM %7s\n", "anon RSS", anon_e / 1024,
@@ -247,6 +308,11 @@ END {
         file_c / 1024, ratio(file_c, file_e)
 }' "$results"
 echo "(anon = heap and stacks; file = mapped store pages; both at the end)"
+if [[ "${RUN[*]}" == *"--op watch"* ]]; then
+    echo "(watch rows: rps = events/s delivered, p99 = put sent -> event received;"
+    echo " RSS|anon/10k wch = VmRSS|RssAnon growth while 10k watchers were created"
+    echo " on the fresh server, before any workload)"
+fi
 echo "(median of $ROUNDS rounds; ratio = cairn/etcd: >1 is better for rps, worse for p99 and RSS)"
 
 exit "$failed"

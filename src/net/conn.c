@@ -13,9 +13,10 @@
 
 #define READ_CHUNK 65536
 #define WRITE_BATCH (256 * 1024)
-/* Stop producing output for a connection while this much is unwritten:
- * a slow reader must not make us buffer without bound. */
-#define WRITE_HIGH_WATER (8 * 1024 * 1024)
+/* Stop producing output for a connection while this much is unwritten
+ * (beyond the kernel's socket buffer): a client that stops reading costs
+ * at most this, whatever HTTP/2 windows it granted. */
+#define WRITE_HIGH_WATER (1024 * 1024)
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

@@ -117,6 +117,10 @@ static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf,
         if (c->out_off == c->out.len) {
             c->out.len = 0;
             c->out_off = 0;
+            /* A burst (a large response, a stream that caught up) must not
+             * pin its buffer for the life of the call. */
+            if (c->out.cap > (256u << 10))
+                buf_free(&c->out);
         } else if (c->out_off > (1 << 20)) {
             buf_consume(&c->out, c->out_off);
             c->out_off = 0;

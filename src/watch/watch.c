@@ -12,8 +12,8 @@
 /* A stream whose unsent output passes HIGH stops receiving live events (its
  * watchers fall back to catching up from the store); it catches up again
  * once below LOW. */
-#define STREAM_HIGH_WATER (4u << 20)
-#define STREAM_LOW_WATER (1u << 20)
+#define STREAM_HIGH_WATER (1u << 20)
+#define STREAM_LOW_WATER (256u << 10)
 /* One catch-up round: at most this many watchers, revisions per response
  * (etcd's watchBatchMaxRevs) and events read. */
 #define SYNC_MAX_WATCHERS 512

@@ -22,7 +22,6 @@ import subprocess
 import threading
 import time
 
-import grpc
 import pytest
 
 import etcd3
@@ -327,6 +326,34 @@ def test_client_chosen_and_duplicate_ids(server, streams):
     assert ws.get().watch_id == 2
     put(server, b"z", b"1")
     assert ws.get().watch_id == 1
+
+
+def test_odd_client_ids(server, streams):
+    """etcd takes any non-zero client id as is, negative ones included."""
+    ws = streams.open(server)
+    assert ws.create_ok(b"n", watch_id=-5).watch_id == -5
+    assert ws.create_ok(b"n", watch_id=2 ** 62).watch_id == 2 ** 62
+    put(server, b"n", b"1")
+    assert sorted(ws.get().watch_id for _ in range(2)) == [-5, 2 ** 62]
+    ws.cancel(-5)
+    r = ws.get()
+    assert r.canceled and r.watch_id == -5
+    put(server, b"n", b"2")
+    r = ws.get()
+    assert r.watch_id == 2 ** 62 and r.events[0].kv.value == b"2"
+
+
+def test_half_closed_stream_keeps_delivering(server, streams):
+    """A client that half-closes its side still gets events (etcd's recvLoop
+    returns on EOF; the send side lives until the call ends)."""
+    ws = streams.open(server)
+    ws.create_ok(b"h")
+    ws.half_close()
+    put(server, b"h", b"1")
+    r = ws.get()
+    assert evs([r]) == [E(PUT, b"h", b"1", 2, 2, 1)]
+    delete(server, b"h")
+    assert evs([ws.get()]) == [E(DELETE, b"h", mod=3)]
 
 
 def test_empty_range_rejected(server, streams):

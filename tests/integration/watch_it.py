@@ -201,6 +201,10 @@ class WatchStream:
         assert len(evs) == n, (n, evs)
         return evs, resps
 
+    def half_close(self):
+        """End the request stream (the client is done sending)."""
+        self._reqs.put(None)
+
     def close(self):
         if self._closed:
             return

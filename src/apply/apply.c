@@ -96,6 +96,44 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
         }
         break;
     }
+    case APPLY_LEASE_GRANT: {
+        Etcdserverpb__LeaseGrantRequest *r =
+            etcdserverpb__lease_grant_request__unpack(&ar->pb, cmd->req_len,
+                                                      cmd->req);
+        Etcdserverpb__LeaseGrantResponse resp =
+            ETCDSERVERPB__LEASE_GRANT_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        if (r == NULL)
+            break;
+        rc = mvcc_lease_grant(t, r->id, r->ttl);
+        if (rc == 0) {
+            fill_header(a, &h);
+            h.revision = t->rev;
+            resp.header = &h;
+            resp.id = r->id;
+            resp.ttl = r->ttl;
+            set_resp(cmd, &resp.base);
+        }
+        break;
+    }
+    case APPLY_LEASE_REVOKE: {
+        Etcdserverpb__LeaseRevokeRequest *r =
+            etcdserverpb__lease_revoke_request__unpack(&ar->pb, cmd->req_len,
+                                                       cmd->req);
+        Etcdserverpb__LeaseRevokeResponse resp =
+            ETCDSERVERPB__LEASE_REVOKE_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        if (r == NULL)
+            break;
+        rc = mvcc_lease_revoke(t, r->id, ar);
+        if (rc == 0) {
+            fill_header(a, &h);
+            h.revision = t->rev + (t->changes > 0);
+            resp.header = &h;
+            set_resp(cmd, &resp.base);
+        }
+        break;
+    }
     case APPLY_COMPACT: {
         Etcdserverpb__CompactionRequest *r =
             etcdserverpb__compaction_request__unpack(&ar->pb, cmd->req_len,

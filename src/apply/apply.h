@@ -21,6 +21,8 @@ enum apply_op {
     APPLY_DELETE_RANGE,
     APPLY_TXN,
     APPLY_COMPACT,
+    APPLY_LEASE_GRANT,  /* LeaseGrantRequest with its ID and TTL decided */
+    APPLY_LEASE_REVOKE, /* a client's LeaseRevoke or an expiry */
 };
 
 struct apply_cmd {

@@ -66,7 +66,11 @@ enum grpc_code {
       "context deadline exceeded")                                               \
     X(CAIRN_EMEMBERNOTFOUND, -1022, GRPC_NOT_FOUND,                              \
       "etcdserver: member not found")                                            \
-    X(CAIRN_ESTORE, -1023, GRPC_UNKNOWN, "etcdserver: storage failure")
+    X(CAIRN_ESTORE, -1023, GRPC_UNKNOWN, "etcdserver: storage failure")        \
+    X(CAIRN_ELEASEEXISTS, -1024, GRPC_FAILED_PRECONDITION,                       \
+      "etcdserver: lease already exists")                                        \
+    X(CAIRN_ELEASETTLTOOLARGE, -1025, GRPC_OUT_OF_RANGE,                         \
+      "etcdserver: too large lease TTL")
 
 enum cairn_err {
 #define CAIRN_ERR_ENUM(name, val, code, msg) name = val,

@@ -242,14 +242,6 @@ static int get_latest(struct mvcc_txn *t, ProtobufCBinaryData key,
     return 0;
 }
 
-/* No leases exist yet (the Lease service is not built): any lease is
- * unknown. */
-static int lease_exists(int64_t id)
-{
-    (void)id;
-    return 0;
-}
-
 static int put_apply(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
                      struct arena *a, Etcdserverpb__PutResponse *resp)
 {
@@ -288,6 +280,9 @@ static int put_apply(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
     if (r->ignore_value) /* the old value moves too */
         kv.value.data = arena_memdup(a, kv.value.data, kv.value.len);
     rc = mvcc__record_put(t, &kv, 0, a);
+    if (rc == 0)
+        rc = mvcc__lease_move(t, kv.key.data, kv.key.len, exists ? pr.lease : 0,
+                              kv.lease);
     if (rc != 0)
         return rc;
     resp->header = new_header(a, t->rev + 1);
@@ -297,7 +292,7 @@ static int put_apply(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
 int mvcc_put(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
              struct arena *a, Etcdserverpb__PutResponse *resp)
 {
-    if (r->lease != 0 && !lease_exists(r->lease))
+    if (r->lease != 0 && !mvcc_lease_exists(t, r->lease))
         return CAIRN_ELEASENOTFOUND;
     return put_apply(t, r, a, resp);
 }
@@ -307,32 +302,50 @@ int mvcc_put(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
 struct key_list {
     struct arena *a;
     ProtobufCBinaryData *keys;
+    struct mvcc_rev *revs;
     size_t n, cap;
 };
 
 static int collect_key(void *ud, MDB_val *key, struct mvcc_rev rev)
 {
     struct key_list *l = ud;
-    (void)rev;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
         ProtobufCBinaryData *k = arena_alloc(l->a, cap * sizeof *k);
-        if (l->n)
+        struct mvcc_rev *r = arena_alloc(l->a, cap * sizeof *r);
+        if (l->n) {
             memcpy(k, l->keys, l->n * sizeof *k);
+            memcpy(r, l->revs, l->n * sizeof *r);
+        }
         l->keys = k;
+        l->revs = r;
         l->cap = cap;
     }
     l->keys[l->n].len = key->mv_size;
     l->keys[l->n].data = arena_memdup(l->a, key->mv_data, key->mv_size);
+    l->revs[l->n] = rev;
     l->n++;
     return 0;
+}
+
+int mvcc__delete_key(struct mvcc_txn *t, ProtobufCBinaryData key,
+                     struct mvcc_rev r, struct arena *a)
+{
+    Mvccpb__KeyValue kv;
+    mvccpb__key_value__init(&kv);
+    kv.key = key;
+    kv.mod_revision = t->rev + 1;
+    int rc = mvcc__record_put(t, &kv, 1, a);
+    if (rc == 0)
+        rc = mvcc__lease_move(t, key.data, key.len, r.lease, 0);
+    return rc;
 }
 
 int mvcc_delete_range(struct mvcc_txn *t,
                       const Etcdserverpb__DeleteRangeRequest *r,
                       struct arena *a, Etcdserverpb__DeleteRangeResponse *resp)
 {
-    struct key_list l = {a, NULL, 0, 0};
+    struct key_list l = {a, NULL, NULL, 0, 0};
     const uint8_t *e;
     size_t elen;
     int given = range_end(r->range_end, &e, &elen);
@@ -356,14 +369,9 @@ int mvcc_delete_range(struct mvcc_txn *t,
         }
         resp->n_prev_kvs = l.n;
     }
-    for (size_t i = 0; i < l.n; i++) {
-        Mvccpb__KeyValue kv;
-        mvccpb__key_value__init(&kv);
-        kv.key = l.keys[i];
-        kv.mod_revision = t->rev + 1;
-        if ((rc = mvcc__record_put(t, &kv, 1, a)) != 0)
+    for (size_t i = 0; i < l.n; i++)
+        if ((rc = mvcc__delete_key(t, l.keys[i], l.revs[i], a)) != 0)
             return rc;
-    }
     resp->deleted = (int64_t)l.n;
     resp->header = new_header(a, t->changes > 0 ? t->rev + 1 : t->rev);
     return 0;
@@ -524,7 +532,7 @@ static int txn_check(struct mvcc_txn *t, const Etcdserverpb__TxnRequest *r,
                     if (rc == 0 && prev == NULL)
                         rc = CAIRN_EKEYNOTFOUND;
                 }
-                if (rc == 0 && p->lease != 0 && !lease_exists(p->lease))
+                if (rc == 0 && p->lease != 0 && !mvcc_lease_exists(t, p->lease))
                     rc = CAIRN_ELEASENOTFOUND;
             }
             break;

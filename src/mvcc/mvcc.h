@@ -11,6 +11,8 @@
  *   idx  user key -> sorted duplicates be64(main) be64(sub) flag
  *        be64(create_revision) be64(version) be64(lease)
  *   meta name -> be64 value (rev, compact, compact_done, term)
+ *   lease      be64(id) -> be64(ttl): granted leases
+ *   lease_keys be64(id) key -> "": which keys each lease holds
  *
  * Ownership: KeyValue structs produced by reads point into LMDB's map and
  * are valid only until the txn they came from ends; pack or copy before. */
@@ -97,6 +99,19 @@ int mvcc_events(struct mvcc_txn *t, int64_t from, int64_t to, mvcc_event_fn fn,
  * exist then or @rev is compacted, or an error. */
 int mvcc_get_at(struct mvcc_txn *t, const uint8_t *key, size_t klen,
                 int64_t rev, Mvccpb__KeyValue *kv);
+
+/* Leases in the store. Grant: CAIRN_ELEASEEXISTS. Revoke deletes every
+ * attached key in one revision, in key order, then the lease:
+ * CAIRN_ELEASENOTFOUND. */
+int mvcc_lease_grant(struct mvcc_txn *t, int64_t id, int64_t ttl);
+int mvcc_lease_revoke(struct mvcc_txn *t, int64_t id, struct arena *a);
+int mvcc_lease_exists(struct mvcc_txn *t, int64_t id);
+/* The keys attached to lease @id, in key order, copied into @a. */
+int mvcc_lease_keys(struct mvcc_txn *t, int64_t id, struct arena *a,
+                    ProtobufCBinaryData **keys, size_t *n);
+/* Every granted lease. */
+typedef int (*mvcc_lease_fn)(void *ud, int64_t id, int64_t ttl);
+int mvcc_leases(struct mvcc_txn *t, mvcc_lease_fn fn, void *ud);
 
 /* Request validation done before a request reaches the write path, as
  * etcd's v3rpc/key.go. */

@@ -9,6 +9,8 @@
 struct mvcc {
     MDB_env *env;
     MDB_dbi kv, idx, meta;
+    MDB_dbi lease;      /* be64(id) -> be64(ttl) */
+    MDB_dbi lease_keys; /* be64(id) key -> "" : the keys attached to a lease */
     char *path;
 };
 
@@ -52,6 +54,14 @@ int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
 /* Appends a record and its index entry. */
 int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
                      int tomb, struct arena *a);
+
+/* Moves @key's attachment from lease @from to lease @to (0 = none). */
+int mvcc__lease_move(struct mvcc_txn *t, const uint8_t *key, size_t klen,
+                     int64_t from, int64_t to);
+/* Writes a tombstone for @key, live at the current revision with index
+ * entry @r, and drops its lease attachment. */
+int mvcc__delete_key(struct mvcc_txn *t, ProtobufCBinaryData key,
+                     struct mvcc_rev r, struct arena *a);
 
 /* Decodes a packed KeyValue without copying: bytes point into @p. */
 int mvcc__kv_decode(const uint8_t *p, size_t n, Mvccpb__KeyValue *kv);

@@ -88,7 +88,9 @@ int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
     if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &m->kv)) != 0 ||
         (rc = mdb_dbi_open(txn, "idx", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
                            &m->idx)) != 0 ||
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &m->meta)) != 0) {
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &m->meta)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &m->lease)) != 0 ||
+        (rc = mdb_dbi_open(txn, "lease_keys", MDB_CREATE, &m->lease_keys)) != 0) {
         mdb_txn_abort(txn);
         goto err_env;
     }

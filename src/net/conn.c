@@ -364,7 +364,13 @@ void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
             net__conn_close(c);
             continue;
         }
-        /* Stop new streams; let the ones in flight finish. */
+        /* Streams that would never end by themselves end now; the ones
+         * in flight finish; no new ones start. */
+        for (struct grpc_call *k = c->calls, *kn; k != NULL; k = kn) {
+            kn = k->next;
+            if (k->long_lived)
+                grpc_finish(k, GRPC_UNAVAILABLE, "etcdserver: server stopped");
+        }
         nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
                               nghttp2_session_get_last_proc_stream_id(c->h2),
                               NGHTTP2_NO_ERROR, NULL, 0);

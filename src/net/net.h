@@ -37,6 +37,8 @@ struct grpc_call {
     char grpc_encoding[32];
     int64_t deadline_ms;   /* monotonic ms; 0 = none */
     int has_leader_md;     /* client sent hasleader: true */
+    int long_lived;        /* a stream that ends only when told: ended with
+                              UNAVAILABLE at shutdown */
     struct arena arena;    /* freed with the call */
 
     /* set by the handler */

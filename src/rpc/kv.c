@@ -33,7 +33,7 @@ void rpc_bad_message(struct grpc_call *c)
 
 /* ---- writes ---- */
 
-static void write_done(struct apply_cmd *cmd)
+void rpc_write_done(struct apply_cmd *cmd)
 {
     struct grpc_call *c = cmd->ud;
     if (c != NULL) {
@@ -58,8 +58,8 @@ static void write_cancel(struct grpc_call *c)
     c->ud = NULL;
 }
 
-static void submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
-                   size_t len)
+void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
+                size_t len, void (*done)(struct apply_cmd *cmd))
 {
     struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
     cmd->op = op;
@@ -67,7 +67,7 @@ static void submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
     if (len)
         memcpy(cmd->req, msg, len);
     cmd->req_len = len;
-    cmd->done = write_done;
+    cmd->done = done;
     cmd->ud = c;
     c->ud = cmd;
     c->on_cancel = write_cancel;
@@ -91,7 +91,7 @@ void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, CAIRN_ETOOLARGE);
         return;
     }
-    submit(c, APPLY_PUT, msg, len);
+    rpc_submit(c, APPLY_PUT, msg, len, rpc_write_done);
 }
 
 void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -111,7 +111,7 @@ void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, CAIRN_ETOOLARGE);
         return;
     }
-    submit(c, APPLY_DELETE_RANGE, msg, len);
+    rpc_submit(c, APPLY_DELETE_RANGE, msg, len, rpc_write_done);
 }
 
 void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -122,7 +122,7 @@ void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    submit(c, APPLY_COMPACT, msg, len);
+    rpc_submit(c, APPLY_COMPACT, msg, len, rpc_write_done);
 }
 
 /* ---- reads ---- */
@@ -182,7 +182,7 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
             grpc_finish_err(c, CAIRN_ETOOLARGE);
             return;
         }
-        submit(c, APPLY_TXN, msg, len);
+        rpc_submit(c, APPLY_TXN, msg, len, rpc_write_done);
         return;
     }
     /* Read-only: no revision, no trip through the write path. */

@@ -129,5 +129,6 @@ void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len)
         health_service_known(r)
             ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    c->long_lived = 1;
     grpc_send_pb(c, &resp);
 }

@@ -26,6 +26,19 @@ void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
 void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 
+/* Queues a write (@msg: its packed request) for the apply thread; @done
+ * runs on the loop once it is durable (rpc_write_done answers the call if
+ * it is still there). */
+void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
+                size_t len, void (*done)(struct apply_cmd *cmd));
+void rpc_write_done(struct apply_cmd *cmd);
+
+void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_lease_keepalive(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_lease_leases(struct grpc_call *c, const uint8_t *msg, size_t len);
+
 /* A response header with this member's identity and @rev. */
 void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev);
 /* The current revision (a fresh read view). */

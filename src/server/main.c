@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "lease/lease.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "server/server.h"
@@ -156,6 +157,7 @@ static void on_signal(uv_signal_t *h, int signum)
     srv->stopping = 1;
     log_info("server: received signal %d, shutting down", signum);
     watch_shutdown(); /* watch streams would hold connections open */
+    lease_shutdown();
     net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
 }
 
@@ -228,6 +230,16 @@ int main(int argc, char **argv)
         wo.progress_interval_ms = 100;
     watch_init(server.loop, server.mvcc, rpc_current_rev(), &wo);
     apply_on_commit(server.apply, watch_notify);
+    /* etcd: minTTL = ceil(((3 * electionTicks) / 2) * heartbeat). */
+    int64_t ticks = server.cfg.heartbeat_ms > 0
+                        ? server.cfg.election_ms / server.cfg.heartbeat_ms
+                        : 10;
+    int64_t min_ttl_ms = (3 * ticks) / 2 * server.cfg.heartbeat_ms;
+    struct lease_opts lo = {(min_ttl_ms + 999) / 1000, server.member_id};
+    if (lease_init(server.loop, server.mvcc, server.apply, &lo) != 0) {
+        log_error("server: cannot load leases");
+        return 1;
+    }
     /* gRPC's receive limit is the request limit plus 512 KiB of headroom
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;

@@ -29,7 +29,7 @@ struct listener {
 struct write_req {
     uv_write_t req;
     struct conn *conn;
-    size_t len;
+    size_t len, cap;
     uint8_t data[];
 };
 
@@ -98,48 +98,66 @@ static void on_write(uv_write_t *req, int status)
         net__mark_dirty(c); /* more may be waiting behind the high water */
 }
 
-void net__conn_write(struct conn *c, const uint8_t *p, size_t n)
+void net__out_submit(struct conn *c)
 {
-    if (c->closing || n == 0)
+    struct write_req *w = c->wb;
+    c->wb = NULL;
+    if (w == NULL)
         return;
-    struct write_req *w = cairn_malloc(sizeof *w + n);
-    memcpy(w->data, p, n);
-    w->conn = c;
-    w->len = n;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)n);
-    c->write_pending += n;
+    if (c->closing || w->len == 0) {
+        cairn_free(w);
+        return;
+    }
+    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    c->write_pending += w->len;
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
-        c->write_pending -= n;
+        c->write_pending -= w->len;
         cairn_free(w);
         net__conn_close(c);
     }
 }
 
-/* Pulls frames out of nghttp2 and writes them in batches. */
+void net__out_append(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->closing || n == 0)
+        return;
+    if (c->wb != NULL && c->wb->cap - c->wb->len < n)
+        net__out_submit(c);
+    if (c->wb == NULL) {
+        size_t cap = n > WRITE_BATCH ? n : WRITE_BATCH;
+        c->wb = cairn_malloc(sizeof *c->wb + cap);
+        c->wb->conn = c;
+        c->wb->len = 0;
+        c->wb->cap = cap;
+    }
+    memcpy(c->wb->data + c->wb->len, p, n);
+    c->wb->len += n;
+}
+
+void net__conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+    net__out_append(c, p, n);
+    net__out_submit(c);
+}
+
+/* Pulls frames out of nghttp2 into the output batch (DATA payloads come
+ * through the send_data callback, straight from the calls' buffers). */
 int net__h2_flush(struct conn *c)
 {
-    uint8_t *batch = NULL;
-    size_t blen = 0;
     while (c->write_pending < WRITE_HIGH_WATER) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->h2, &data);
         if (n < 0) {
-            cairn_free(batch);
+            net__out_submit(c);
             return -1;
         }
         if (n == 0)
             break;
-        batch = cairn_realloc(batch, blen + (size_t)n);
-        memcpy(batch + blen, data, (size_t)n);
-        blen += (size_t)n;
-        if (blen >= WRITE_BATCH) {
-            net__conn_write(c, batch, blen);
-            blen = 0;
-        }
+        net__out_append(c, data, (size_t)n);
+        if (c->wb != NULL && c->wb->len >= WRITE_BATCH)
+            net__out_submit(c);
     }
-    if (blen)
-        net__conn_write(c, batch, blen);
-    cairn_free(batch);
+    net__out_submit(c);
     if (!nghttp2_session_want_read(c->h2) &&
         !nghttp2_session_want_write(c->h2) && c->write_pending == 0)
         return -1;
@@ -149,6 +167,8 @@ int net__h2_flush(struct conn *c)
 static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
+    cairn_free(c->wb);
+    c->wb = NULL;
     if (c->mode == CONN_H2 && c->h2 != NULL) {
         net__h2_free_calls(c);
         nghttp2_session_del(c->h2);

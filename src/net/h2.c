@@ -107,24 +107,15 @@ static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf,
                         void *ud)
 {
     struct grpc_call *c = src->ptr;
-    size_t avail = c->out.len - c->out_off;
+    size_t avail = c->out.len - c->out_off - c->out_pend;
     (void)sid;
     (void)ud;
     if (avail > 0) {
+        /* No copy here: the send_data callback writes the payload straight
+         * from c->out into the connection's output batch. */
         size_t n = avail < len ? avail : len;
-        memcpy(buf, c->out.data + c->out_off, n);
-        c->out_off += n;
-        if (c->out_off == c->out.len) {
-            c->out.len = 0;
-            c->out_off = 0;
-            /* A burst (a large response, a stream that caught up) must not
-             * pin its buffer for the life of the call. */
-            if (c->out.cap > (256u << 10))
-                buf_free(&c->out);
-        } else if (c->out_off > (1 << 20)) {
-            buf_consume(&c->out, c->out_off);
-            c->out_off = 0;
-        }
+        c->out_pend += n;
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
         return (ssize_t)n;
     }
     if (!c->finished) {
@@ -142,6 +133,40 @@ static ssize_t read_out(nghttp2_session *s, int32_t sid, uint8_t *buf,
     };
     nghttp2_submit_trailer(s, c->stream_id, trailers, c->message ? 2 : 1);
     c->trailers_sent = 1;
+    return 0;
+}
+
+static int send_data(nghttp2_session *s, nghttp2_frame *f,
+                     const uint8_t *framehd, size_t length,
+                     nghttp2_data_source *src, void *ud)
+{
+    struct grpc_call *c = src->ptr;
+    struct conn *conn = ud;
+    size_t pad = f->data.padlen;
+    (void)s;
+    net__out_append(conn, framehd, 9);
+    if (pad > 0) {
+        uint8_t pl = (uint8_t)(pad - 1);
+        net__out_append(conn, &pl, 1);
+    }
+    net__out_append(conn, c->out.data + c->out_off, length);
+    if (pad > 1) {
+        static const uint8_t zeros[256];
+        net__out_append(conn, zeros, pad - 1);
+    }
+    c->out_off += length;
+    c->out_pend -= length;
+    if (c->out_off == c->out.len) {
+        c->out.len = 0;
+        c->out_off = 0;
+        /* A burst (a large response, a stream that caught up) must not
+         * pin its buffer for the life of the call. */
+        if (c->out.cap > (256u << 10))
+            buf_free(&c->out);
+    } else if (c->out_off > (1u << 20)) {
+        buf_consume(&c->out, c->out_off);
+        c->out_off = 0;
+    }
     return 0;
 }
 
@@ -522,6 +547,7 @@ int net__h2_init(struct conn *conn)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
     nghttp2_option_new(&opt);
     /* etcd client 3.5.0 sends ":authority #initially=[...]"; nghttp2's HTTP
      * checks would reset those streams, so we validate requests ourselves. */

@@ -51,6 +51,7 @@ struct grpc_call {
     struct buf in;         /* undecoded request bytes */
     struct buf out;        /* framed response bytes not yet sent */
     size_t out_off;
+    size_t out_pend;       /* promised to nghttp2, not yet written out */
     int headers_sent, finished, trailers_sent, closed, remote_closed;
     int dispatched, deferred;
     int status;

@@ -8,6 +8,8 @@
 
 enum conn_mode { CONN_SNIFF, CONN_H2, CONN_HTTP1 };
 
+struct write_req;
+
 struct conn {
     uv_tcp_t tcp;
     enum conn_mode mode;
@@ -17,6 +19,7 @@ struct conn {
     struct grpc_call *calls;   /* open streams */
     size_t write_pending;      /* bytes handed to uv_write, not yet done */
     int in_recv;               /* inside nghttp2_session_mem_recv */
+    struct write_req *wb;      /* output being gathered for one uv_write */
     int dirty, closing, goaway_sent;
     struct conn *next, *prev;        /* all connections */
     struct conn *dirty_next;         /* flush list */
@@ -34,6 +37,10 @@ int net__h2_flush(struct conn *c);
 /* Frees calls of a closing connection (nghttp2_session_del does not call
  * on_stream_close). */
 void net__h2_free_calls(struct conn *c);
+/* Output goes into the connection's current batch; net__out_submit hands
+ * the batch to the socket (net__out_append does when it is full). */
+void net__out_append(struct conn *c, const uint8_t *p, size_t n);
+void net__out_submit(struct conn *c);
 void net__conn_write(struct conn *c, const uint8_t *p, size_t n);
 void net__conn_close(struct conn *c);
 void net__http1_recv(struct conn *c);

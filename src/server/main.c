@@ -1,5 +1,6 @@
 /* argv -> config -> store -> apply thread -> listeners -> loop. */
 #include <errno.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -138,6 +139,15 @@ static int etcd_data_dir(const char *dir)
 }
 
 static uv_signal_t sig_term, sig_int;
+static uv_timer_t trim_timer;
+
+/* Bursts (a watch fan-out, a large range) leave freed memory in malloc's
+ * arenas; give it back to the system now and then. */
+static void on_trim(uv_timer_t *t)
+{
+    (void)t;
+    malloc_trim(0);
+}
 
 static void on_net_closed(void)
 {
@@ -146,6 +156,7 @@ static void on_net_closed(void)
     srv->apply = NULL;
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&trim_timer, NULL);
     uv_stop(srv->loop);
 }
 
@@ -259,6 +270,9 @@ int main(int argc, char **argv)
         }
     }
     cairn_free(lcu);
+    uv_timer_init(server.loop, &trim_timer);
+    uv_timer_start(&trim_timer, on_trim, 10000, 10000);
+    uv_unref((uv_handle_t *)&trim_timer);
     uv_signal_init(server.loop, &sig_term);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_init(server.loop, &sig_int);

@@ -19,6 +19,7 @@
 #define SYNC_MAX_WATCHERS 512
 #define SYNC_MAX_REVS 1000
 #define SYNC_MAX_EVENTS 20000
+#define SYNC_RESP_BYTES (4u << 20) /* bounds one catch-up response */
 #define SYNC_PERIOD_MS 10
 
 struct watch_stream {
@@ -461,13 +462,15 @@ static void send_compacted(struct watcher *w, int64_t compact_rev)
 }
 
 /* One watcher's share of a catch-up round: its events, in responses of at
- * most SYNC_MAX_REVS revisions, header = the hub's revision (etcd: curRev). */
+ * most SYNC_MAX_REVS revisions or SYNC_RESP_BYTES, header = the hub's
+ * revision (etcd: curRev). It stops at a revision boundary when its stream
+ * passes the high-water mark, and goes on from there next round. @eb is
+ * scratch for sc->n entries. */
 static void sync_deliver(struct sync_ctx *sc, struct watcher *w, int64_t upto,
-                         struct bytes hdr)
+                         struct bytes hdr, struct bytes *eb)
 {
-    struct bytes *eb = arena_alloc(sc->a, (sc->n + 1) * sizeof *eb);
-    size_t n = 0;
-    int64_t first_rev = 0, revs = 0, prev_rev = 0;
+    size_t n = 0, bytes = 0;
+    int64_t revs = 0, prev_rev = 0;
     for (size_t i = 0; i < sc->n; i++) {
         struct ev *e = &sc->evs[i];
         if (e->kv.mod_revision < w->min_rev || e->kv.mod_revision > upto ||
@@ -475,17 +478,20 @@ static void sync_deliver(struct sync_ctx *sc, struct watcher *w, int64_t upto,
             !watcher_contains(w, e->kv.key.data, e->kv.key.len))
             continue;
         if (e->kv.mod_revision != prev_rev) {
-            if (revs == SYNC_MAX_REVS) {
+            if (revs == SYNC_MAX_REVS || bytes >= SYNC_RESP_BYTES) {
                 deliver(w, hdr, eb, n);
-                n = 0;
+                n = bytes = 0;
                 revs = 0;
+            }
+            if (n == 0 && pending_out(w->ws) > STREAM_HIGH_WATER) {
+                w->min_rev = e->kv.mod_revision;
+                return;
             }
             revs++;
             prev_rev = e->kv.mod_revision;
-            if (!first_rev)
-                first_rev = prev_rev;
         }
-        eb[n++] = event_bytes(sc->t, sc->a, e, w->prev_kv);
+        eb[n] = event_bytes(sc->t, sc->a, e, w->prev_kv);
+        bytes += eb[n++].n;
     }
     if (n > 0)
         deliver(w, hdr, eb, n);
@@ -535,14 +541,16 @@ static void sync_round(void)
         /* A full round stopped at a revision boundary: last_rev is whole. */
         int64_t upto = sc.full ? sc.last_rev : hub.rev;
         struct bytes hdr = pack_header(&a, hub.rev);
+        struct bytes *eb = cairn_malloc((sc.n + 1) * sizeof *eb);
         for (size_t i = 0; i < nw; i++) {
             w = chosen[i];
             if (upto < w->min_rev)
                 continue;
-            sync_deliver(&sc, w, upto, hdr);
+            sync_deliver(&sc, w, upto, hdr, eb);
             if (w->min_rev > hub.rev)
                 make_synced(w);
         }
+        cairn_free(eb);
     }
     cairn_free(sc.evs);
     arena_free(&a);

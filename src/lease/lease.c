@@ -18,6 +18,7 @@ struct lease {
     int64_t id;
     int64_t ttl;          /* seconds */
     int64_t deadline;     /* monotonic ms */
+    uint64_t seq;         /* orders deadlines set within one millisecond */
     size_t heap_idx;
     int revoking;
     struct lease *h_next; /* hash chain */
@@ -34,6 +35,7 @@ static struct {
     size_t cap;
     uv_timer_t tick;
     int revoking, stopped;
+    uint64_t seq;
     uint64_t id_prefix, id_suffix;
 } ls;
 
@@ -82,11 +84,17 @@ static void heap_swap(size_t i, size_t j)
     ls.heap[j]->heap_idx = j;
 }
 
+static int before(const struct lease *a, const struct lease *b)
+{
+    return a->deadline != b->deadline ? a->deadline < b->deadline
+                                      : a->seq < b->seq;
+}
+
 static void heap_up(size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (ls.heap[p]->deadline <= ls.heap[i]->deadline)
+        if (!before(ls.heap[i], ls.heap[p]))
             break;
         heap_swap(i, p);
         i = p;
@@ -97,9 +105,9 @@ static void heap_down(size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < ls.n && ls.heap[l]->deadline < ls.heap[m]->deadline)
+        if (l < ls.n && before(ls.heap[l], ls.heap[m]))
             m = l;
-        if (r < ls.n && ls.heap[r]->deadline < ls.heap[m]->deadline)
+        if (r < ls.n && before(ls.heap[r], ls.heap[m]))
             m = r;
         if (m == i)
             return;
@@ -136,6 +144,7 @@ void lease_granted(int64_t id, int64_t ttl)
     }
     l->ttl = ttl;
     l->deadline = net_now_ms() + ttl * 1000;
+    l->seq = ++ls.seq;
     heap_fix(l->heap_idx);
 }
 
@@ -164,6 +173,7 @@ int lease_renew(int64_t id, int64_t *ttl)
     if (l == NULL || l->revoking || l->deadline <= net_now_ms())
         return CAIRN_ELEASENOTFOUND;
     l->deadline = net_now_ms() + l->ttl * 1000;
+    l->seq = ++ls.seq;
     heap_fix(l->heap_idx);
     *ttl = l->ttl;
     return 0;
@@ -183,7 +193,7 @@ static int by_deadline(const void *a, const void *b)
 {
     const struct lease *x = *(struct lease *const *)a,
                        *y = *(struct lease *const *)b;
-    return x->deadline < y->deadline ? -1 : x->deadline > y->deadline;
+    return before(x, y) ? -1 : before(y, x);
 }
 
 size_t lease_list(int64_t **ids)

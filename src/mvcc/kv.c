@@ -675,6 +675,90 @@ int64_t mvcc_compact_done(struct mvcc_txn *t)
     return mvcc_meta_get(t, "compact_done", -1);
 }
 
+/* One key's share of a compaction: from its entry @e, back to K, its newest
+ * revision at or below @crev; every revision older than K goes, and K too
+ * when it is a tombstone (etcd's keyIndex.compact), then the key's entry if
+ * K was its newest. At most @budget records are removed; returns 1 when the
+ * key has more to remove (the oldest go first, so what remains stays
+ * linked). */
+static int compact_key(struct mvcc_txn *t, MDB_val *key, struct mvcc_rev e,
+                       int64_t crev, int *budget)
+{
+    struct mvcc *m = t->m;
+    struct mvcc_rev *chain = NULL, r = e, link;
+    size_t n = 0, cap = 0;
+    int rc = 0, tomb = e.tomb, is_newest = 1;
+    Mvccpb__KeyValue kv;
+
+    /* Down to K. */
+    while (r.main > crev) {
+        if ((rc = mvcc__record_decode_at(t, r, &kv, &link, &tomb)) != 0)
+            goto out;
+        if (link.main == 0)
+            goto out; /* the key was born after crev: nothing to do */
+        r = link;
+        is_newest = 0;
+        rc = mvcc__record_decode_at(t, r, &kv, &link, &tomb);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            goto out; /* already compacted below */
+        }
+        if (rc != 0)
+            goto out;
+        r.tomb = tomb;
+    }
+    /* r is K; collect what lies below it, newest first. */
+    struct mvcc_rev below = r;
+    if ((rc = mvcc__record_decode_at(t, below, &kv, &link, &tomb)) != 0)
+        goto out;
+    while (link.main != 0) {
+        struct mvcc_rev next;
+        int t2;
+        rc = mvcc__record_decode_at(t, link, &kv, &next, &t2);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            goto out;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            chain = realloc(chain, cap * sizeof *chain);
+        }
+        chain[n++] = link;
+        link = next;
+    }
+    /* Oldest first, so that an interrupted key stays consistent. */
+    while (n > 0 && *budget > 0) {
+        uint8_t kb[MVCC_IDXLEN];
+        mvcc__rev_encode(kb, chain[--n]);
+        MDB_val rk = {MVCC_REVLEN, kb};
+        rc = mdb_del(t->txn, m->kv, &rk, NULL);
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            goto out;
+        rc = 0;
+        (*budget)--;
+    }
+    if (n > 0) {
+        rc = 1;
+        goto out;
+    }
+    if (r.tomb) {
+        uint8_t kb[MVCC_IDXLEN];
+        mvcc__rev_encode(kb, r);
+        MDB_val rk = {MVCC_REVLEN, kb};
+        rc = mdb_del(t->txn, m->kv, &rk, NULL);
+        if (rc == 0 && is_newest)
+            rc = mdb_del(t->txn, m->cur, key, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        (*budget)--;
+    }
+out:
+    free(chain);
+    return rc;
+}
+
 int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
 {
     struct mvcc *m = t->m;
@@ -683,7 +767,7 @@ int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
     MDB_cursor *c;
     uint8_t *key = NULL;
     size_t klen = 0;
-    int rc, done = 0;
+    int rc, done = 0, budget = max_keys * 4;
 
     if (crev <= mvcc_compact_done(t))
         return 0;
@@ -692,61 +776,32 @@ int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
         memcpy(key, pos.mv_data, pos.mv_size);
         klen = pos.mv_size;
     }
-    if ((rc = mdb_cursor_open(t->txn, m->idx, &c)) != 0)
+    if ((rc = mdb_cursor_open(t->txn, m->cur, &c)) != 0)
         goto out;
     k.mv_size = klen;
     k.mv_data = key;
     rc = key ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
              : mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    for (int n = 0; n < max_keys && rc == 0; n++) {
-        /* Revisions at or below crev, oldest first. */
-        uint8_t dels[64][MVCC_IDXLEN];
-        int nd = 0, more_dups;
-        uint8_t *cur = malloc(k.mv_size ? k.mv_size : 1);
+    for (int n = 0; n < max_keys && budget > 0 && rc == 0; n++) {
+        /* Copies: the deletes below may move what k and v point at. */
         size_t clen = k.mv_size;
+        uint8_t *cur = malloc(clen ? clen : 1);
         memcpy(cur, k.mv_data, clen);
-        do {
-            nd = 0;
-            more_dups = 0;
-            rc = mdb_cursor_get(c, &k, &v, MDB_FIRST_DUP);
-            while (rc == 0) {
-                struct mvcc_rev r = mvcc__rev_decode(v.mv_data);
-                if (r.main > crev)
-                    break;
-                if (nd == 64) {
-                    more_dups = 1;
-                    break;
-                }
-                memcpy(dels[nd++], v.mv_data, MVCC_IDXLEN);
-                rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP);
-            }
-            if (rc == MDB_NOTFOUND)
-                rc = 0; /* the end of this key's revisions, not of the keys */
-            /* Keep the newest revision at or below crev unless it is a
-             * tombstone (keyIndex.compact). */
-            if (!more_dups && nd > 0 && !mvcc__rev_decode(dels[nd - 1]).tomb)
-                nd--;
-            if (more_dups)
-                nd--; /* the 64th may be the one to keep; next round */
-            for (int i = 0; i < nd; i++) {
-                MDB_val rk = {MVCC_REVLEN, dels[i]};
-                MDB_val ik = {clen, cur}, iv = {MVCC_IDXLEN, dels[i]};
-                rc = mdb_del(t->txn, m->kv, &rk, NULL);
-                if (rc == 0)
-                    rc = mdb_del(t->txn, m->idx, &ik, &iv);
-                if (rc != 0 && rc != MDB_NOTFOUND)
-                    break;
-                rc = 0;
-            }
-            if (rc != 0)
-                break;
-            /* Reposition: the key may be gone now. */
-            k.mv_size = clen;
-            k.mv_data = cur;
-            rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        } while (rc == 0 && more_dups && k.mv_size == clen && memcmp(k.mv_data, cur, clen) == 0);
-        if (rc == 0 && k.mv_size == clen && memcmp(k.mv_data, cur, clen) == 0)
-            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_NODUP);
+        struct mvcc_rev e = mvcc__rev_decode(v.mv_data);
+        MDB_val ck = {clen, cur};
+        int more = compact_key(t, &ck, e, crev, &budget);
+        if (more < 0) {
+            free(cur);
+            rc = more;
+            break;
+        }
+        /* Reposition: the key may be gone now. */
+        k.mv_size = clen;
+        k.mv_data = cur;
+        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (!more && rc == 0 && k.mv_size == clen &&
+            memcmp(k.mv_data, cur, clen) == 0)
+            rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         free(cur);
     }
     if (rc == MDB_NOTFOUND) {
@@ -767,7 +822,7 @@ int mvcc_compact_step(struct mvcc_txn *t, int max_keys)
     mdb_cursor_close(c);
 out:
     free(key);
-    if (rc != 0)
-        return mvcc__err(rc);
+    if (rc != 0) /* a cairn code passes; LMDB's are translated */
+        return rc <= -1000 && rc > -2000 ? rc : mvcc__err(rc);
     return done ? 0 : 1;
 }

@@ -5,11 +5,14 @@
  * compaction. Readers see a consistent snapshot (an LMDB read txn) and never
  * block the single writer.
  *
- * Layout (three LMDB databases in one environment):
- *   kv   be64(main) be64(sub) -> flag byte + packed mvccpb.KeyValue
+ * Layout (LMDB databases in one environment):
+ *   kv   be64(main) be64(sub) -> flag, be64(main) be64(sub) of the key's
+ *        previous revision (0 = none), packed mvccpb.KeyValue
  *        (flag 1 = tombstone: a deletion, KeyValue holds only the key)
- *   idx  user key -> sorted duplicates be64(main) be64(sub) flag
+ *   cur  user key -> its newest revision: be64(main) be64(sub) flag
  *        be64(create_revision) be64(version) be64(lease)
+ * A write appends to kv and updates one entry in cur, however long the
+ * history: reads at older revisions follow the links back.
  *   meta name -> be64 value (rev, compact, compact_done, term)
  *   lease      be64(id) -> be64(ttl): granted leases
  *   lease_keys be64(id) key -> "": which keys each lease holds
@@ -27,13 +30,14 @@
 
 struct mvcc;
 
-/* LMDB's key size limit bounds etcd keys (etcd itself has none). */
-#define MVCC_MAX_KEY 511
+/* LMDB's key size limit (511) bounds etcd keys (etcd itself has none):
+ * a leased key is stored after its 8-byte lease ID. */
+#define MVCC_MAX_KEY 503
 
 struct mvcc_txn {
     struct mvcc *m;
     void *txn;           /* MDB_txn */
-    void *idx_cur;       /* MDB_cursor on idx, opened lazily */
+    void *idx_cur;       /* MDB_cursor on cur, opened lazily */
     int64_t rev;         /* current revision of this view (beginRev) */
     int64_t compact_rev; /* compacted revision at begin; -1 when none */
     int64_t changes;     /* changes made by the current write command */

@@ -8,17 +8,18 @@
 
 struct mvcc {
     MDB_env *env;
-    MDB_dbi kv, idx, meta;
+    MDB_dbi kv, cur, meta;
     MDB_dbi lease;      /* be64(id) -> be64(ttl) */
     MDB_dbi lease_keys; /* be64(id) key -> "" : the keys attached to a lease */
     char *path;
 };
 
 #define MVCC_REVLEN 16   /* be64 main, be64 sub */
-/* An index entry: revision, flag, and the key's create revision, version
- * and lease at that revision, so that writes and counts need not read the
- * record itself. Entries sort by revision (the first 16 bytes). */
+/* A key's entry in cur: its newest revision, flag, create revision, version
+ * and lease, so that writes and counts need not read the record itself. */
 #define MVCC_IDXLEN 41
+/* A record: flag, the key's previous revision (0 = none), KeyValue. */
+#define MVCC_RECHDR 17
 #define MVCC_TOMBSTONE 1
 
 struct mvcc_rev {
@@ -48,6 +49,15 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
                       const uint8_t *end, size_t elen, int end_given,
                       int64_t rev, mvcc_visit_fn fn, void *ud);
 
+/* Splits a kv value into the link to the key's previous revision, the
+ * tombstone flag and the KeyValue (pointing into @v). */
+int mvcc__record_decode(const MDB_val *v, struct mvcc_rev *prev, int *tomb,
+                        Mvccpb__KeyValue *kv);
+/* The record of @r: KeyValue, the link to the previous revision, flag.
+ * MDB_NOTFOUND when compaction removed it. */
+int mvcc__record_decode_at(struct mvcc_txn *t, struct mvcc_rev r,
+                           Mvccpb__KeyValue *kv, struct mvcc_rev *prev,
+                           int *tomb);
 /* Reads the record of @rev and decodes it into @kv (pointing into the map). */
 int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
                      Mvccpb__KeyValue *kv);

@@ -60,6 +60,36 @@ int mvcc__err(int rc)
     return CAIRN_ESTORE;
 }
 
+/* The layout's version, so that a store written by an older cairn is
+ * refused rather than misread. */
+#define MVCC_FORMAT 2
+
+static int check_format(struct mvcc *m, MDB_txn *txn)
+{
+    static const char name[] = "format";
+    MDB_val k = {sizeof name - 1, (void *)name}, v;
+    MDB_stat st;
+    uint8_t b[8];
+    int rc = mdb_get(txn, m->meta, &k, &v);
+    if (rc == 0) {
+        if (v.mv_size == 8 && mvcc__get_be64(v.mv_data) == MVCC_FORMAT)
+            return 0;
+        log_error("mvcc: the store's format is not %d", MVCC_FORMAT);
+        return MDB_INCOMPATIBLE;
+    }
+    if ((rc = mdb_stat(txn, m->kv, &st)) != 0)
+        return rc;
+    if (st.ms_entries > 0) {
+        log_error("mvcc: this data dir was written by an older cairn (format "
+                  "1); start with an empty --data-dir");
+        return MDB_INCOMPATIBLE;
+    }
+    mvcc__put_be64(b, MVCC_FORMAT);
+    v.mv_size = 8;
+    v.mv_data = b;
+    return mdb_put(txn, m->meta, &k, &v, 0);
+}
+
 int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
 {
     struct mvcc *m = cairn_calloc(1, sizeof *m);
@@ -86,11 +116,14 @@ int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
     if (rc != 0)
         goto err_env;
     if ((rc = mdb_dbi_open(txn, "kv", MDB_CREATE, &m->kv)) != 0 ||
-        (rc = mdb_dbi_open(txn, "idx", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED,
-                           &m->idx)) != 0 ||
+        (rc = mdb_dbi_open(txn, "cur", MDB_CREATE, &m->cur)) != 0 ||
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &m->meta)) != 0 ||
         (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &m->lease)) != 0 ||
         (rc = mdb_dbi_open(txn, "lease_keys", MDB_CREATE, &m->lease_keys)) != 0) {
+        mdb_txn_abort(txn);
+        goto err_env;
+    }
+    if ((rc = check_format(m, txn)) != 0) {
         mdb_txn_abort(txn);
         goto err_env;
     }
@@ -228,59 +261,87 @@ int mvcc_meta_put(struct mvcc_txn *t, const char *name, int64_t val)
     return mvcc__err(mdb_put(t->txn, t->m->meta, &k, &v, 0));
 }
 
-static MDB_cursor *idx_cursor(struct mvcc_txn *t)
+static MDB_cursor *cur_cursor(struct mvcc_txn *t)
 {
     if (t->idx_cur == NULL) {
         MDB_cursor *c;
-        if (mdb_cursor_open(t->txn, t->m->idx, &c) != 0)
+        if (mdb_cursor_open(t->txn, t->m->cur, &c) != 0)
             return NULL;
         t->idx_cur = c;
     }
     return t->idx_cur;
 }
 
-/* With the cursor on some duplicate of a key, finds the newest duplicate at
- * or below @rev. */
-static int newest_at(MDB_cursor *c, MDB_val *k, int64_t rev,
+int mvcc__record_decode(const MDB_val *v, struct mvcc_rev *prev, int *tomb,
+                        Mvccpb__KeyValue *kv)
+{
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < MVCC_RECHDR)
+        return CAIRN_ESTORE;
+    *tomb = p[0] == MVCC_TOMBSTONE;
+    memset(prev, 0, sizeof *prev);
+    prev->main = (int64_t)mvcc__get_be64(p + 1);
+    prev->sub = (int64_t)mvcc__get_be64(p + 9);
+    return mvcc__kv_decode(p + MVCC_RECHDR, v->mv_size - MVCC_RECHDR, kv);
+}
+
+/* The record of revision @r: its KeyValue, its flag and the revision of the
+ * key before it. MDB_NOTFOUND when compaction removed it. */
+int mvcc__record_decode_at(struct mvcc_txn *t, struct mvcc_rev r,
+                           Mvccpb__KeyValue *kv, struct mvcc_rev *prev,
+                           int *tomb)
+{
+    uint8_t kb[MVCC_IDXLEN];
+    MDB_val k = {MVCC_REVLEN, kb}, v;
+    mvcc__rev_encode(kb, r);
+    int rc = mdb_get(t->txn, t->m->kv, &k, &v);
+    if (rc != 0)
+        return rc;
+    return mvcc__record_decode(&v, prev, tomb, kv);
+}
+
+/* From the key's entry @e, back along its history to the newest revision at
+ * or below @rev. A link to a record compaction removed ends the history:
+ * compaction only removes revisions no reader at or above the compacted
+ * revision can reach, and tombstones (which mean "absent"). */
+static int walk_back(struct mvcc_txn *t, struct mvcc_rev e, int64_t rev,
                      struct mvcc_rev *out)
 {
-    MDB_val v;
-    int rc = mdb_cursor_get(c, k, &v, MDB_LAST_DUP);
-    if (rc != 0)
-        return rc;
-    struct mvcc_rev r = mvcc__rev_decode(v.mv_data);
-    if (r.main <= rev) {
-        *out = r;
-        return 0;
+    struct mvcc_rev link;
+    int have_link = 0;
+    while (e.main > rev) {
+        Mvccpb__KeyValue kv;
+        struct mvcc_rev next;
+        int tomb, rc;
+        if (!have_link && (rc = mvcc__record_decode_at(t, e, &kv, &link, &tomb)) != 0)
+            return rc;
+        if (link.main == 0)
+            return MDB_NOTFOUND; /* the key did not exist yet */
+        if ((rc = mvcc__record_decode_at(t, link, &kv, &next, &tomb)) != 0)
+            return rc;
+        e.main = link.main;
+        e.sub = link.sub;
+        e.tomb = tomb;
+        e.create = kv.create_revision;
+        e.version = kv.version;
+        e.lease = kv.lease;
+        link = next;
+        have_link = 1;
     }
-    uint8_t probe[MVCC_IDXLEN];
-    struct mvcc_rev p = {rev + 1, 0, 0, 0, 0, 0};
-    mvcc__rev_encode(probe, p);
-    v.mv_size = MVCC_IDXLEN;
-    v.mv_data = probe;
-    rc = mdb_cursor_get(c, k, &v, MDB_GET_BOTH_RANGE);
-    if (rc != 0)
-        return rc; /* cannot happen: the last dup is above rev */
-    rc = mdb_cursor_get(c, k, &v, MDB_PREV_DUP);
-    if (rc != 0)
-        return rc;
-    *out = mvcc__rev_decode(v.mv_data);
+    *out = e;
     return 0;
 }
 
 int mvcc__index_get(struct mvcc_txn *t, const uint8_t *key, size_t klen,
                     int64_t rev, struct mvcc_rev *out)
 {
-    MDB_cursor *c = idx_cursor(t);
     MDB_val k = {klen, (void *)key}, v;
-    if (c == NULL)
-        return CAIRN_ESTORE;
-    if (klen == 0 || klen > 511)
+    if (klen == 0 || klen > MVCC_MAX_KEY)
         return MDB_NOTFOUND;
-    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    int rc = mdb_get(t->txn, t->m->cur, &k, &v);
     if (rc != 0)
         return rc;
-    return newest_at(c, &k, rev, out);
+    return walk_back(t, mvcc__rev_decode(v.mv_data), rev, out);
 }
 
 static int key_cmp(const MDB_val *k, const uint8_t *b, size_t blen)
@@ -296,7 +357,7 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
                       const uint8_t *end, size_t elen, int end_given,
                       int64_t rev, mvcc_visit_fn fn, void *ud)
 {
-    MDB_cursor *c = idx_cursor(t);
+    MDB_cursor *c = cur_cursor(t);
     MDB_val k, v;
     struct mvcc_rev r;
     int rc;
@@ -320,7 +381,7 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
     while (rc == 0) {
         if (elen > 0 && key_cmp(&k, end, elen) >= 0)
             break;
-        rc = newest_at(c, &k, rev, &r);
+        rc = walk_back(t, mvcc__rev_decode(v.mv_data), rev, &r);
         if (rc == 0 && !r.tomb) {
             int frc = fn(ud, &k, r);
             if (frc != 0)
@@ -328,7 +389,7 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
         } else if (rc != 0 && rc != MDB_NOTFOUND) {
             return mvcc__err(rc);
         }
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_NODUP);
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     return rc == MDB_NOTFOUND || rc == 0 ? 0 : mvcc__err(rc);
 }
@@ -336,18 +397,15 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
 int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
                      Mvccpb__KeyValue *kv)
 {
-    uint8_t kb[MVCC_IDXLEN];
-    MDB_val k = {MVCC_REVLEN, kb}, v;
-    mvcc__rev_encode(kb, rev);
-    int rc = mdb_get(t->txn, t->m->kv, &k, &v);
+    struct mvcc_rev prev;
+    int tomb;
+    int rc = mvcc__record_decode_at(t, rev, kv, &prev, &tomb);
     if (rc != 0) {
         log_error("mvcc: missing record main=%lld sub=%lld",
                   (long long)rev.main, (long long)rev.sub);
         return rc == MDB_NOTFOUND ? CAIRN_ESTORE : mvcc__err(rc);
     }
-    if (v.mv_size < 1)
-        return CAIRN_ESTORE;
-    return mvcc__kv_decode((uint8_t *)v.mv_data + 1, v.mv_size - 1, kv);
+    return 0;
 }
 
 int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
@@ -357,18 +415,27 @@ int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
                          kv->create_revision, kv->version, kv->lease};
     uint8_t ib[MVCC_IDXLEN];
     size_t n = mvccpb__key_value__get_packed_size(kv);
-    uint8_t *rec = arena_alloc(a, n + 1);
+    uint8_t *rec = arena_alloc(a, n + MVCC_RECHDR);
     MDB_val k, v;
     int rc;
 
-    if (kv->key.len == 0 || kv->key.len > 511)
+    if (kv->key.len == 0 || kv->key.len > MVCC_MAX_KEY)
         return CAIRN_ETOOLARGE;
+    /* Link to the key's previous revision, which its entry names. */
+    memset(rec, 0, MVCC_RECHDR);
+    k.mv_size = kv->key.len;
+    k.mv_data = kv->key.data;
+    rc = mdb_get(t->txn, t->m->cur, &k, &v);
+    if (rc == 0)
+        memcpy(rec + 1, v.mv_data, MVCC_REVLEN);
+    else if (rc != MDB_NOTFOUND)
+        return mvcc__err(rc);
     rec[0] = tomb ? MVCC_TOMBSTONE : 0;
-    mvccpb__key_value__pack(kv, rec + 1);
+    mvccpb__key_value__pack(kv, rec + MVCC_RECHDR);
     mvcc__rev_encode(ib, r);
     k.mv_size = MVCC_REVLEN;
     k.mv_data = ib;
-    v.mv_size = n + 1;
+    v.mv_size = n + MVCC_RECHDR;
     v.mv_data = rec;
     /* Revisions only grow, so records append at the end of the B-tree. */
     rc = mdb_put(t->txn, t->m->kv, &k, &v, MDB_APPEND);
@@ -378,7 +445,7 @@ int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
     k.mv_data = kv->key.data;
     v.mv_size = MVCC_IDXLEN;
     v.mv_data = ib;
-    rc = mdb_put(t->txn, t->m->idx, &k, &v, 0);
+    rc = mdb_put(t->txn, t->m->cur, &k, &v, 0);
     if (rc != 0)
         return mvcc__err(rc);
     t->changes++;
@@ -405,12 +472,13 @@ int mvcc_events(struct mvcc_txn *t, int64_t from, int64_t to, mvcc_event_fn fn,
     while (rc == 0) {
         Mvccpb__KeyValue kv;
         int64_t main = (int64_t)mvcc__get_be64(k.mv_data);
-        if (main > to || v.mv_size < 1)
+        if (main > to)
             break;
-        const uint8_t *p = v.mv_data;
-        if ((rc = mvcc__kv_decode(p + 1, v.mv_size - 1, &kv)) != 0)
+        struct mvcc_rev prev;
+        int tomb;
+        if ((rc = mvcc__record_decode(&v, &prev, &tomb, &kv)) != 0)
             break;
-        rc = fn(ud, p[0] == MVCC_TOMBSTONE, &kv);
+        rc = fn(ud, tomb, &kv);
         if (rc != 0)
             break;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);

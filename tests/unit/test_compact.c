@@ -6,8 +6,8 @@
  * keeps only its newest revision at or below it, and not even that when it
  * is a tombstone.
  *
- * Physical state is checked through mvcc_int.h: the idx database lists every
- * revision kept per key. A small model of the history predicts it. */
+ * Physical state is checked through mvcc_int.h: the kv database holds every
+ * revision kept. A small model of the history predicts it. */
 #include "mvcc_fixture.h"
 
 #include "mvcc/mvcc_int.h"
@@ -134,56 +134,94 @@ static char *model_dump(struct fx *f)
 
 /* ---- the physical state ---- */
 
-/* Every index entry, in the model_dump format. Also checks that each entry
- * has its record and that there are no other records. */
+/* Every record kept, in the model_dump format (per key, its revisions in
+ * order, "t" for tombstones). Also checks that each key's entry in cur
+ * names its newest record. */
+struct rec {
+    ProtobufCBinaryData key;
+    int64_t main;
+    int tomb;
+};
+
+static int rec_cmp(const void *a, const void *b)
+{
+    const struct rec *x = a, *y = b;
+    size_t n = x->key.len < y->key.len ? x->key.len : y->key.len;
+    int c = n ? memcmp(x->key.data, y->key.data, n) : 0;
+    if (c != 0)
+        return c;
+    if (x->key.len != y->key.len)
+        return x->key.len < y->key.len ? -1 : 1;
+    return x->main < y->main ? -1 : x->main > y->main;
+}
+
 static char *idx_dump(struct fx *f)
 {
     struct mvcc_txn t;
     MDB_cursor *c;
     MDB_val k, v;
-    MDB_stat st;
-    size_t cap = 4096, o = 0, entries = 0;
+    size_t cap = 4096, o = 0, n = 0, rcap = 64;
     char *s = malloc(cap);
-    ProtobufCBinaryData prev = {0, NULL};
+    struct rec *recs = malloc(rcap * sizeof *recs);
 
     assert_non_null(s);
     s[0] = 0;
     assert_int_equal(mvcc_read_begin(f->m, &t), 0);
-    assert_int_equal(mdb_cursor_open(t.txn, f->m->idx, &c), 0);
+    assert_int_equal(mdb_cursor_open(t.txn, f->m->kv, &c), 0);
     int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     while (rc == 0) {
-        ProtobufCBinaryData key = {k.mv_size, k.mv_data};
-        struct mvcc_rev r = mvcc__rev_decode(v.mv_data);
+        struct mvcc_rev prev;
+        int tomb;
         Mvccpb__KeyValue kv;
-        if (o + key.len + 64 > cap) {
-            cap = cap * 2 + key.len;
-            s = realloc(s, cap);
-            assert_non_null(s);
+        assert_int_equal(mvcc__record_decode(&v, &prev, &tomb, &kv), 0);
+        if (n == rcap) {
+            rcap *= 2;
+            recs = realloc(recs, rcap * sizeof *recs);
         }
-        if (!bin_eq(key, prev))
-            o += (size_t)snprintf(s + o, cap - o, "%s%.*s:", o ? " " : "",
-                                  (int)key.len, (const char *)key.data);
-        else
-            s[o++] = ',';
-        o += (size_t)snprintf(s + o, cap - o, "%lld%s", (long long)r.main,
-                              r.tomb ? "t" : "");
-        prev.len = key.len;
-        prev.data = arena_memdup(&f->a, key.data, key.len);
-        /* the record is there and is the key's */
-        assert_int_equal(mvcc__record_get(&t, r, &kv), 0);
-        assert_true(bin_eq(kv.key, key));
-        assert_int_equal(kv.mod_revision, r.main);
-        entries++;
+        recs[n].key.len = kv.key.len;
+        recs[n].key.data = arena_memdup(&f->a, kv.key.data, kv.key.len);
+        recs[n].main = (int64_t)mvcc__get_be64(k.mv_data);
+        recs[n].tomb = tomb;
+        assert_int_equal(kv.mod_revision, recs[n].main);
+        n++;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     assert_int_equal(rc, MDB_NOTFOUND);
     mdb_cursor_close(c);
-    assert_int_equal(mdb_stat(t.txn, f->m->kv, &st), 0);
-    assert_int_equal(st.ms_entries, entries);
+    qsort(recs, n, sizeof *recs, rec_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (o + recs[i].key.len + 64 > cap) {
+            cap = cap * 2 + recs[i].key.len;
+            s = realloc(s, cap);
+            assert_non_null(s);
+        }
+        if (i == 0 || !bin_eq(recs[i].key, recs[i - 1].key))
+            o += (size_t)snprintf(s + o, cap - o, "%s%.*s:", o ? " " : "",
+                                  (int)recs[i].key.len,
+                                  (const char *)recs[i].key.data);
+        else
+            s[o++] = ',';
+        o += (size_t)snprintf(s + o, cap - o, "%lld%s",
+                              (long long)recs[i].main, recs[i].tomb ? "t" : "");
+        /* the newest record of a key is its entry in cur */
+        if (i + 1 == n || !bin_eq(recs[i].key, recs[i + 1].key)) {
+            MDB_val ck = {recs[i].key.len, recs[i].key.data}, cv;
+            assert_int_equal(mdb_get(t.txn, f->m->cur, &ck, &cv), 0);
+            assert_int_equal(mvcc__rev_decode(cv.mv_data).main, recs[i].main);
+        }
+    }
+    /* and no key has an entry without records */
+    size_t keys = 0;
+    for (size_t i = 0; i < n; i++)
+        keys += i == 0 || !bin_eq(recs[i].key, recs[i - 1].key);
+    MDB_stat st;
+    assert_int_equal(mdb_stat(t.txn, f->m->cur, &st), 0);
+    assert_int_equal(st.ms_entries, keys);
     mvcc_read_end(&t);
     char *out = arena_memdup(&f->a, s, o + 1);
     out[o] = 0;
     free(s);
+    free(recs);
     return out;
 }
 

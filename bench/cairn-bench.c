@@ -6,10 +6,11 @@
  * --streams unary requests in flight; every request is timed from submission
  * to stream close and only successful requests contribute latencies.
  *
- * The two protobufs we need (PutRequest, RangeRequest) are encoded by hand,
- * and the responses are checked just enough to catch broken servers:
- * HTTP :status, grpc-status trailer, gRPC message framing and, for Range,
- * that the returned key is the one asked for.
+ * The few protobufs we need (Put, Range, LeaseGrant, LeaseRevoke and
+ * LeaseKeepAlive requests) are encoded by hand, and the responses are
+ * checked just enough to catch broken servers: HTTP :status, grpc-status
+ * trailer, gRPC message framing and, for Range, that the returned key is the
+ * one asked for; for LeaseGrant, an ID and a positive TTL.
  *
  * Every run ends: the request budget is bounded by --total and/or
  * --duration, and a stall watchdog (--timeout) fails whatever is still in
@@ -21,6 +22,13 @@
  * to that key at a paced rate, the send time of each put is filed under the
  * revision its response reports, and every delivered event's latency is
  * (arrival - send time of its mod_revision).  See run_watch().
+ *
+ * Leases: --op lease-grant times unary LeaseGrant like put; --op
+ * lease-keepalive grants --leases leases, then pipelines keep-alives on one
+ * bidirectional LeaseKeepAlive stream per connection (run_keepalive());
+ * --op lease-expire grants --leases short leases, each with one key, and
+ * times how long the server takes to expire them all while a paced writer
+ * keeps putting (run_expire()).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,7 +66,24 @@
 #define LAT_CAP_DEFAULT (1u << 22) /* watch: reservoir of latency samples */
 #define WATCH_READS_PER_WAKE 4      /* watch: recv() calls per epoll wakeup */
 
-enum op { OP_PUT, OP_RANGE, OP_WATCH };
+/* Benchmark modes (--op) and, from OP_LEASE_REVOKE on, request kinds that
+ * only occur inside a mode. */
+enum op {
+    OP_PUT, OP_RANGE, OP_WATCH, OP_LEASE_GRANT, OP_LEASE_KEEPALIVE,
+    OP_LEASE_EXPIRE,
+    OP_LEASE_REVOKE, /* --revoke: LeaseRevoke of every lease granted */
+    OP_EXP_PUT,      /* lease-expire: put "exp/<n>" with lease n */
+    OP_EXP_COUNT,    /* lease-expire: Range count_only over "exp/" */
+    OP_N
+};
+
+static const char *const op_names[OP_N] = {
+    "put", "range", "watch", "lease-grant", "lease-keepalive", "lease-expire",
+    "lease-revoke", "put-with-lease", "count",
+};
+
+#define EXP_PREFIX "exp/" /* lease-expire keys; range end "exp0" */
+#define EXP_POLL_NS 50000000ull /* lease-expire: count every 50 ms */
 
 /* ------------------------------------------------------------------ config */
 
@@ -96,6 +121,13 @@ static struct {
     double drain_secs;
     long server_pid;     /* sample this process's RSS around creation */
     size_t lat_cap;
+    /* leases */
+    int64_t ttl;         /* LeaseGrant TTL, seconds */
+    bool ttl_set;
+    uint64_t leases;     /* keepalive / expire: leases granted first */
+    bool revoke;         /* grant / keepalive: revoke them all at the end */
+    double expire_writer_rate; /* expire: puts/s during the expiry */
+    double expire_timeout;     /* expire: give up this long after first due */
 } cfg = {
     .host = "127.0.0.1",
     .port = "2379",
@@ -113,6 +145,10 @@ static struct {
     .watch_key = "cairn-bench/watch",
     .drain_secs = 10,
     .lat_cap = LAT_CAP_DEFAULT,
+    .ttl = 600,
+    .leases = 1000,
+    .expire_writer_rate = 1000,
+    .expire_timeout = 300,
 };
 
 static uint8_t *g_value; /* the value written by every Put */
@@ -124,6 +160,11 @@ struct conn;
 typedef struct slot {
     struct conn *c;
     int32_t stream_id; /* 0 while the slot is free */
+    enum op op;        /* what the request in flight is */
+    uint64_t idx;      /* key index (put/range/grant) or lease index (revoke) */
+    int64_t lease;     /* lease ID sent (put-with-lease, revoke) or granted */
+    int64_t resp_ttl;  /* LeaseGrant: granted TTL */
+    int64_t resp_count;/* count-only Range: count */
     uint64_t t0;       /* submit time, ns */
     uint8_t *req;      /* gRPC-framed request message */
     size_t req_len, req_off;
@@ -137,12 +178,21 @@ typedef struct slot {
 } slot_t;
 
 struct wstream;
+struct kastream;
+
+enum conn_kind {
+    CK_UNARY, /* request slots */
+    CK_WATCH, /* watch receiver: wstreams */
+    CK_KA,    /* one LeaseKeepAlive stream */
+};
 
 typedef struct conn {
     int idx;
     int fd;
     nghttp2_session *s;
+    enum conn_kind kind;
     bool watch;  /* a watch receiver: carries wstreams, not request slots */
+    struct kastream *ka; /* CK_KA: its stream */
     struct wstream **ws; /* watch: its streams */
     int nws;
     bool ws_opened;
@@ -169,6 +219,7 @@ static struct {
     uint64_t total;
     uint64_t deadline;   /* ns, 0 = none */
     uint64_t issued, completed, ok, errors, misses;
+    uint64_t ok_op[OP_N], err_op[OP_N]; /* the same, by request kind */
     uint64_t seq_next;
     uint64_t t_start, t_end, last_progress, t_last_issue;
     uint64_t *lat;       /* ns, successes only */
@@ -370,27 +421,68 @@ static void write_key(uint8_t *dst, uint64_t idx)
 
 static size_t max_request_len(void)
 {
-    /* 5-byte gRPC prefix + key field + value field + serializable flag */
-    return 5 + 1 + varint_len(cfg.key_len) + cfg.key_len + 1 +
-           varint_len(cfg.val_size) + cfg.val_size + 2;
+    /* 5-byte gRPC prefix + key field + value field + serializable flag;
+     * lease-expire keys ("exp/" + up to 20 digits) add a lease field (11),
+     * and its count-only Range has a range_end (6) and count_only (2). */
+    size_t klen = cfg.key_len > 24 ? cfg.key_len : 24;
+    return 5 + 1 + varint_len(klen) + klen + 1 + varint_len(cfg.val_size) +
+           cfg.val_size + 2 + 11 + 8;
 }
 
-static void build_request(slot_t *sl, enum op op, uint64_t key_idx)
+static void put_bytes_field(uint8_t **pp, uint8_t tag, const void *d,
+                            size_t n)
+{
+    uint8_t *p = *pp;
+    *p++ = tag;
+    p += pb_put_varint(p, n);
+    memcpy(p, d, n);
+    *pp = p + n;
+}
+
+/* The request for sl->op, gRPC-framed, into sl->req.  key_idx is the key
+ * index for put/range, and n for put-with-lease ("exp/<n>"). */
+static void build_request(slot_t *sl, uint64_t key_idx)
 {
     uint8_t *p = sl->req + 5, *start = p;
-    *p++ = 0x0a; /* field 1 (key), wire type 2 */
-    p += pb_put_varint(p, cfg.key_len);
-    sl->key_off = (size_t)(p - sl->req);
-    write_key(p, key_idx);
-    p += cfg.key_len;
-    if (op == OP_PUT) {
-        *p++ = 0x12; /* PutRequest field 2 (value) */
-        p += pb_put_varint(p, cfg.val_size);
-        memcpy(p, g_value, cfg.val_size);
-        p += cfg.val_size;
-    } else if (cfg.serializable) {
-        *p++ = 0x40; /* RangeRequest field 8 (serializable), varint */
+    char ek[32];
+    switch (sl->op) {
+    case OP_LEASE_GRANT: /* LeaseGrantRequest{1: TTL}; ID 0: server picks */
+        *p++ = 0x08;
+        p += pb_put_varint(p, (uint64_t)cfg.ttl);
+        break;
+    case OP_LEASE_REVOKE: /* LeaseRevokeRequest{1: ID} */
+        *p++ = 0x08;
+        p += pb_put_varint(p, (uint64_t)sl->lease);
+        break;
+    case OP_EXP_PUT: /* PutRequest{1: key, 2: value, 3: lease} */
+        put_bytes_field(&p, 0x0a, ek,
+                        (size_t)snprintf(ek, sizeof ek, EXP_PREFIX "%" PRIu64,
+                                         key_idx));
+        put_bytes_field(&p, 0x12, g_value, cfg.val_size);
+        *p++ = 0x18;
+        p += pb_put_varint(p, (uint64_t)sl->lease);
+        break;
+    case OP_EXP_COUNT: /* RangeRequest{1: key, 2: range_end, 9: count_only} */
+        put_bytes_field(&p, 0x0a, EXP_PREFIX, strlen(EXP_PREFIX));
+        put_bytes_field(&p, 0x12, "exp0", 4);
+        *p++ = 0x48;
         *p++ = 1;
+        break;
+    default: /* OP_PUT, OP_RANGE */
+        *p++ = 0x0a; /* field 1 (key), wire type 2 */
+        p += pb_put_varint(p, cfg.key_len);
+        sl->key_off = (size_t)(p - sl->req);
+        write_key(p, key_idx);
+        p += cfg.key_len;
+        if (sl->op == OP_PUT) {
+            *p++ = 0x12; /* PutRequest field 2 (value) */
+            p += pb_put_varint(p, cfg.val_size);
+            memcpy(p, g_value, cfg.val_size);
+            p += cfg.val_size;
+        } else if (cfg.serializable) {
+            *p++ = 0x38; /* RangeRequest field 7 (serializable), varint */
+            *p++ = 1;
+        }
     }
     uint32_t mlen = (uint32_t)(p - start);
     sl->req[0] = 0; /* not compressed */
@@ -402,10 +494,66 @@ static void build_request(slot_t *sl, enum op op, uint64_t key_idx)
     sl->req_off = 0;
 }
 
+/* LeaseGrantResponse: 1 header, 2 ID, 3 TTL, 4 error. */
+static const char *check_grant(slot_t *sl, const uint8_t *p,
+                               const uint8_t *end)
+{
+    static char why[200];
+    sl->lease = 0;
+    sl->resp_ttl = 0;
+    while (p < end) {
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        if (!n)
+            return "malformed LeaseGrantResponse";
+        if (f == 2 && wt == 0)
+            sl->lease = (int64_t)v;
+        else if (f == 3 && wt == 0)
+            sl->resp_ttl = (int64_t)v;
+        else if (f == 4 && wt == 2 && dl > 0) {
+            snprintf(why, sizeof why, "LeaseGrantResponse.error: %.*s",
+                     (int)(dl > 120 ? 120 : dl), (const char *)d);
+            return why;
+        }
+        p += n;
+    }
+    if (sl->lease == 0)
+        return "LeaseGrantResponse without ID";
+    if (sl->resp_ttl <= 0)
+        return "LeaseGrantResponse with TTL <= 0";
+    return NULL;
+}
+
+/* Count-only RangeResponse: 2 kvs (must be absent), 4 count. */
+static const char *check_count(slot_t *sl, const uint8_t *p,
+                               const uint8_t *end)
+{
+    sl->resp_count = 0;
+    while (p < end) {
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        if (!n)
+            return "malformed RangeResponse";
+        if (f == 4 && wt == 0)
+            sl->resp_count = (int64_t)v;
+        else if (f == 2)
+            return "count_only Range returned kvs";
+        p += n;
+    }
+    return NULL;
+}
+
 /* Checks a unary gRPC response body.  Returns NULL if fine, otherwise a
  * short description.  *miss is set for a Range that found nothing. */
-static const char *check_response(slot_t *sl, enum op op, bool *miss)
+static const char *check_response(slot_t *sl, bool *miss)
 {
+    enum op op = sl->op;
     *miss = false;
     if (sl->resp_overflow)
         return "response larger than limit";
@@ -418,6 +566,10 @@ static const char *check_response(slot_t *sl, enum op op, bool *miss)
                     ((uint32_t)b[3] << 8) | b[4];
     if ((size_t)mlen + 5 != sl->resp_len)
         return "gRPC length prefix does not match body";
+    if (op == OP_LEASE_GRANT)
+        return check_grant(sl, b + 5, b + 5 + mlen);
+    if (op == OP_EXP_COUNT)
+        return check_count(sl, b + 5, b + 5 + mlen);
     if (op != OP_RANGE)
         return NULL;
 
@@ -476,6 +628,16 @@ static void w_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
                       size_t len);
 static void w_on_close(conn_t *c, int32_t stream_id, uint32_t error_code);
 static void w_conn_closed(conn_t *c, const char *why);
+/* lease mode hooks, defined with the lease modes below */
+static void lease_granted(slot_t *sl, uint64_t t);
+static void exp_poll_done(slot_t *sl, const char *bad, uint64_t t);
+static void ka_on_header(conn_t *c, int32_t stream_id, const uint8_t *name,
+                         size_t namelen, const uint8_t *value,
+                         size_t valuelen);
+static void ka_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
+                       size_t len);
+static void ka_on_close(conn_t *c, int32_t stream_id, uint32_t error_code);
+static void ka_conn_closed(conn_t *c, const char *why);
 
 static void record_latency(uint64_t ns)
 {
@@ -499,8 +661,14 @@ static void slot_release(slot_t *sl)
 static void slot_fail(slot_t *sl, const char *why)
 {
     uint64_t t = now_ns();
+    if (sl->op == OP_EXP_COUNT) { /* the expiry poller, not the load */
+        exp_poll_done(sl, why, t);
+        slot_release(sl);
+        return;
+    }
     ph.completed++;
     ph.errors++;
+    ph.err_op[sl->op]++;
     ph.last_progress = t; /* fast failures are not a stall */
     note_error("%s", why);
     slot_release(sl);
@@ -527,21 +695,29 @@ static void slot_finish(slot_t *sl, uint32_t h2_error)
                  grpc_code_name(sl->grpc_status), sl->grpc_msg);
         bad = why;
     } else {
-        bad = check_response(sl, ph.op, &miss);
+        bad = check_response(sl, &miss);
         if (!bad && miss && ph.miss_is_error)
             bad = "Range found no key (key space was prefilled)";
-        if (!bad && cfg.op == OP_WATCH && ph.op == OP_PUT)
+        if (!bad && cfg.op == OP_WATCH && sl->op == OP_PUT)
             bad = watch_put_done(sl);
     }
 
+    if (sl->op == OP_EXP_COUNT) {
+        exp_poll_done(sl, bad, t);
+        slot_release(sl);
+        return;
+    }
     if (bad) {
         slot_fail(sl, bad);
         return;
     }
     ph.completed++;
     ph.ok++;
+    ph.ok_op[sl->op]++;
     ph.misses += miss;
     ph.last_progress = t;
+    if (sl->op == OP_LEASE_GRANT)
+        lease_granted(sl, t);
     if (ph.record)
         record_latency(t - sl->t0);
     slot_release(sl);
@@ -584,6 +760,10 @@ static int on_header_cb(nghttp2_session *s, const nghttp2_frame *frame,
         w_on_header(ud, frame->hd.stream_id, name, namelen, value, valuelen);
         return 0;
     }
+    if (((conn_t *)ud)->kind == CK_KA) {
+        ka_on_header(ud, frame->hd.stream_id, name, namelen, value, valuelen);
+        return 0;
+    }
     slot_t *sl = slot_of(s, frame->hd.stream_id);
     if (!sl)
         return 0;
@@ -609,6 +789,10 @@ static int on_data_chunk_cb(nghttp2_session *s, uint8_t flags,
     (void)flags;
     if (((conn_t *)ud)->watch) {
         w_on_data(ud, stream_id, data, len);
+        return 0;
+    }
+    if (((conn_t *)ud)->kind == CK_KA) {
+        ka_on_data(ud, stream_id, data, len);
         return 0;
     }
     slot_t *sl = slot_of(s, stream_id);
@@ -637,6 +821,10 @@ static int on_stream_close_cb(nghttp2_session *s, int32_t stream_id,
         w_on_close(ud, stream_id, error_code);
         return 0;
     }
+    if (((conn_t *)ud)->kind == CK_KA) {
+        ka_on_close(ud, stream_id, error_code);
+        return 0;
+    }
     slot_t *sl = slot_of(s, stream_id);
     if (sl)
         slot_finish(sl, error_code);
@@ -655,12 +843,14 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame,
             ph.last_progress = now_ns();
             /* nghttp2 queues streams beyond the server's limit, so the
              * requested concurrency is not what the server sees. */
-            int want = c->watch ? c->nws : c->nslots;
+            int want = c->watch ? c->nws
+                       : c->kind == CK_KA ? 1 : c->nslots;
             if (lim < (uint32_t)want && c->idx == 0 && !cfg.quiet)
                 fprintf(stderr, "cairn-bench: note: server allows %u "
                         "concurrent streams per connection, %s %d; the "
                         "excess waits client-side\n", lim,
-                        c->watch ? "this connection needs" : "--streams is",
+                        c->kind != CK_UNARY ? "this connection needs"
+                                            : "--streams is",
                         want);
         }
         c->ready = true;
@@ -671,7 +861,7 @@ static int on_frame_recv_cb(nghttp2_session *s, const nghttp2_frame *frame,
          * here.  Any GOAWAY mid-run is a connection error for the report. */
         if (!c->goaway) {
             c->goaway = true;
-            if (!c->watch)
+            if (c->kind == CK_UNARY)
                 g_usable--;
         }
         g_conn_errors++;
@@ -699,6 +889,12 @@ static int on_frame_not_send_cb(nghttp2_session *s, const nghttp2_frame *frame,
     if (c->watch) {
         note_error("watch stream not opened: %s", nghttp2_strerror(lib_error));
         w_on_close(c, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+        return 0;
+    }
+    if (c->kind == CK_KA) {
+        note_error("keep-alive stream not opened: %s",
+                   nghttp2_strerror(lib_error));
+        ka_on_close(c, frame->hd.stream_id, NGHTTP2_NO_ERROR);
         return 0;
     }
     for (int i = 0; i < c->nslots; i++) {
@@ -740,12 +936,14 @@ static void conn_close(conn_t *c, const char *why)
             slot_fail(&c->slots[i], buf);
     if (c->watch)
         w_conn_closed(c, why);
+    if (c->kind == CK_KA)
+        ka_conn_closed(c, why);
     nghttp2_session_del(c->s);
     c->s = NULL;
     close(c->fd); /* also drops it from the epoll set */
     c->fd = -1;
     c->dead = true;
-    if (!c->goaway && !c->watch)
+    if (!c->goaway && c->kind == CK_UNARY)
         g_usable--;
     c->goaway = true;
 }
@@ -826,7 +1024,7 @@ static int conn_read(conn_t *c)
          reads++) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n > 0) {
-            if (c->watch)
+            if (c->kind != CK_UNARY)
                 g_recv_t = now_ns();
             ssize_t rv = nghttp2_session_mem_recv(c->s, buf, (size_t)n);
             if (rv < 0) {
@@ -864,66 +1062,116 @@ static bool can_issue(uint64_t t)
     return true;
 }
 
-static const nghttp2_nv *request_headers(enum op op, size_t *n)
+static const char *request_path(enum op op)
+{
+    switch (op) {
+    case OP_PUT: case OP_EXP_PUT: return "/etcdserverpb.KV/Put";
+    case OP_RANGE: case OP_EXP_COUNT: return "/etcdserverpb.KV/Range";
+    case OP_LEASE_GRANT: return "/etcdserverpb.Lease/LeaseGrant";
+    case OP_LEASE_REVOKE: return "/etcdserverpb.Lease/LeaseRevoke";
+    case OP_LEASE_KEEPALIVE: return "/etcdserverpb.Lease/LeaseKeepAlive";
+    default: die("no request path for op %d", (int)op);
+    }
+    return NULL;
+}
+
+/* Request headers for a call to @path.  nghttp2 copies the array when the
+ * request is submitted; the strings it points to are static. */
+static const nghttp2_nv *request_headers(const char *path, size_t *n)
 {
 #define NV(name, value)                                                        \
     {(uint8_t *)(name), (uint8_t *)(value), sizeof(name) - 1,                 \
      sizeof(value) - 1, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE}
-    static nghttp2_nv put[] = {
+    static nghttp2_nv nv[] = {
         NV(":method", "POST"), NV(":scheme", "http"),
-        NV(":path", "/etcdserverpb.KV/Put"), NV(":authority", ""),
-        NV("content-type", "application/grpc"), NV("te", "trailers"),
-    };
-    static nghttp2_nv range[] = {
-        NV(":method", "POST"), NV(":scheme", "http"),
-        NV(":path", "/etcdserverpb.KV/Range"), NV(":authority", ""),
+        NV(":path", ""), NV(":authority", ""),
         NV("content-type", "application/grpc"), NV("te", "trailers"),
     };
 #undef NV
-    nghttp2_nv *nv = op == OP_PUT ? put : range;
+    nv[2].value = (uint8_t *)path;
+    nv[2].valuelen = strlen(path);
     nv[3].value = (uint8_t *)cfg.authority;
     nv[3].valuelen = strlen(cfg.authority);
     *n = 6;
     return nv;
 }
 
-/* Fill free stream slots with new requests while the budget allows. */
-static void conn_refill(conn_t *c)
+/* lease state, defined with the lease modes below */
+static bool lease_chain_pending(void);
+static bool lease_chain_peek(int64_t *lease, uint64_t *n);
+static void lease_chain_take(void);
+static int64_t lease_id_at(uint64_t i);
+
+/* Submits one request of kind @op on a free slot of @c.  Returns the slot,
+ * or NULL (and retires the connection) if nghttp2 refuses it. */
+static slot_t *submit_one(conn_t *c, enum op op, uint64_t idx, int64_t lease)
 {
     size_t nvlen;
-    const nghttp2_nv *nv = request_headers(ph.op, &nvlen);
+    const nghttp2_nv *nv = request_headers(request_path(op), &nvlen);
+    slot_t *sl = &c->slots[c->freelist[c->nfree - 1]];
+    sl->op = op;
+    sl->idx = idx;
+    sl->lease = lease;
+    build_request(sl, idx);
+    sl->resp_len = 0;
+    sl->resp_overflow = false;
+    sl->http_status = 0;
+    sl->grpc_status = -1;
+    sl->grpc_msg[0] = 0;
+    nghttp2_data_provider prd = {.source.ptr = sl,
+                                 .read_callback = read_body_cb};
+    int32_t id = nghttp2_submit_request(c->s, NULL, nv, nvlen, &prd, sl);
+    if (id < 0) {
+        /* e.g. stream ids exhausted: retire this connection gracefully */
+        note_error("conn %d: submit_request: %s", c->idx,
+                   nghttp2_strerror(id));
+        g_conn_errors++;
+        c->goaway = true;
+        g_usable--;
+        return NULL;
+    }
+    c->nfree--;
+    sl->stream_id = id;
+    sl->t0 = now_ns();
+    c->inflight++;
+    g_inflight++;
+    return sl;
+}
+
+/* Fill free stream slots with new requests while the budget allows.  The
+ * puts that lease-expire chains to its granted leases go first; they are
+ * not counted against the budget. */
+static void conn_refill(conn_t *c)
+{
     /* Until the server's SETTINGS arrive nghttp2 assumes no stream limit,
      * and a server with a low SETTINGS_MAX_CONCURRENT_STREAMS would refuse
      * the excess; so wait for them, like real gRPC clients do. */
     if (!c->ready)
         return;
-    while (!c->goaway && c->nfree > 0 && can_issue(now_ns())) {
-        slot_t *sl = &c->slots[c->freelist[c->nfree - 1]];
-        uint64_t key = ph.sequential ? ph.seq_next++ % cfg.keys
-                                     : rng_next() % cfg.keys;
-        build_request(sl, ph.op, key);
-        sl->resp_len = 0;
-        sl->resp_overflow = false;
-        sl->http_status = 0;
-        sl->grpc_status = -1;
-        sl->grpc_msg[0] = 0;
-        nghttp2_data_provider prd = {.source.ptr = sl,
-                                     .read_callback = read_body_cb};
-        int32_t id = nghttp2_submit_request(c->s, NULL, nv, nvlen, &prd, sl);
-        if (id < 0) {
-            /* e.g. stream ids exhausted: retire this connection gracefully */
-            note_error("conn %d: submit_request: %s", c->idx,
-                       nghttp2_strerror(id));
-            g_conn_errors++;
-            c->goaway = true;
-            g_usable--;
-            break;
+    while (!c->goaway && c->nfree > 0) {
+        int64_t lease;
+        uint64_t n;
+        if (lease_chain_peek(&lease, &n)) {
+            if (!submit_one(c, OP_EXP_PUT, n, lease))
+                break;
+            lease_chain_take();
+            continue;
         }
-        c->nfree--;
-        sl->stream_id = id;
-        sl->t0 = ph.t_last_issue = now_ns();
-        c->inflight++;
-        g_inflight++;
+        if (!can_issue(now_ns()))
+            break;
+        uint64_t key = 0;
+        lease = 0;
+        if (ph.op == OP_LEASE_REVOKE)
+            lease = lease_id_at(ph.seq_next++);
+        else if (ph.op == OP_LEASE_GRANT)
+            key = ph.seq_next++;
+        else
+            key = ph.sequential ? ph.seq_next++ % cfg.keys
+                                : rng_next() % cfg.keys;
+        slot_t *sl = submit_one(c, ph.op, key, lease);
+        if (!sl)
+            break;
+        ph.t_last_issue = sl->t0;
         ph.issued++;
     }
 }
@@ -962,12 +1210,13 @@ static int tcp_connect(void)
     return fd;
 }
 
-static void conn_open(conn_t *c, int idx, int nslots, bool watch)
+static void conn_open(conn_t *c, int idx, int nslots, enum conn_kind kind)
 {
     memset(c, 0, sizeof *c);
     c->idx = idx;
     c->nslots = nslots;
-    c->watch = watch;
+    c->kind = kind;
+    c->watch = kind == CK_WATCH;
     c->fd = tcp_connect();
 
     nghttp2_session_callbacks *cb;
@@ -1010,7 +1259,7 @@ static void conn_open(conn_t *c, int idx, int nslots, bool watch)
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
         die("epoll_ctl: %s", strerror(errno));
-    if (!watch)
+    if (kind == CK_UNARY)
         g_usable++;
 }
 
@@ -1031,14 +1280,15 @@ static void run_phase(void)
     for (;;) {
         uint64_t t = now_ns();
         /* Top up every usable connection; cheap when nothing is free. */
-        if (can_issue(t))
+        bool more = can_issue(t) || lease_chain_pending();
+        if (more)
             for (int i = 0; i < g_nconns; i++)
                 if (!g_conns[i].goaway) {
                     conn_refill(&g_conns[i]);
                     conn_flush(&g_conns[i]);
                 }
 
-        if (g_inflight == 0 && (!can_issue(t) || g_usable == 0))
+        if (g_inflight == 0 && (!more || g_usable == 0))
             break;
         /* Watchdog: nothing completed (and no connection became ready)
          * for too long while there is work to do. */
@@ -1118,6 +1368,88 @@ static void print_errors(FILE *f)
                 g_errs_other);
 }
 
+/* ------------------------------------------------- streamed gRPC replies */
+
+/* Reassembles one stream's gRPC messages from DATA chunks.  Messages
+ * straddle frames and frames carry several messages: whole ones are handed
+ * over in place, only a partial one is copied and carried over. */
+typedef struct grpc_rx {
+    uint8_t *in;
+    size_t in_len, in_cap;
+    bool broken; /* bad framing: the rest of the stream is ignored */
+} grpc_rx_t;
+
+typedef void (*grpc_msg_fn)(void *arg, const uint8_t *m, size_t len);
+
+static void rx_append(grpc_rx_t *rx, const uint8_t *d, size_t n)
+{
+    if (rx->in_len + n > rx->in_cap) {
+        size_t cap = rx->in_cap ? rx->in_cap : 4096;
+        while (cap < rx->in_len + n)
+            cap *= 2;
+        rx->in = xrealloc(rx->in, cap);
+        rx->in_cap = cap;
+    }
+    memcpy(rx->in + rx->in_len, d, n);
+    rx->in_len += n;
+}
+
+static uint32_t rx_msg_len(grpc_rx_t *rx, const uint8_t *h, const char *what)
+{
+    uint32_t mlen = ((uint32_t)h[1] << 24) | ((uint32_t)h[2] << 16) |
+                    ((uint32_t)h[3] << 8) | h[4];
+    if (h[0] != 0 || mlen > MAX_RESP_BYTES) {
+        if (h[0])
+            note_error("compressed gRPC message (not requested)");
+        else
+            note_error("%s larger than limit", what);
+        rx->broken = true;
+    }
+    return mlen;
+}
+
+/* Feeds one DATA chunk; calls fn(arg, message, length) per whole message.
+ * @what names the message type in errors. */
+static void grpc_rx_feed(grpc_rx_t *rx, const uint8_t *data, size_t len,
+                         const char *what, grpc_msg_fn fn, void *arg)
+{
+    if (rx->broken)
+        return;
+    if (rx->in_len) {
+        if (rx->in_len < 5) {
+            size_t take = 5 - rx->in_len < len ? 5 - rx->in_len : len;
+            rx_append(rx, data, take);
+            data += take;
+            len -= take;
+            if (rx->in_len < 5)
+                return;
+        }
+        size_t mlen = rx_msg_len(rx, rx->in, what);
+        if (rx->broken)
+            return;
+        size_t need = 5 + mlen - rx->in_len, take = need < len ? need : len;
+        rx_append(rx, data, take);
+        data += take;
+        len -= take;
+        if (rx->in_len < 5 + mlen)
+            return;
+        fn(arg, rx->in + 5, mlen);
+        rx->in_len = 0;
+    }
+    while (len >= 5) {
+        size_t mlen = rx_msg_len(rx, data, what);
+        if (rx->broken)
+            return;
+        if (len < 5 + mlen)
+            break;
+        fn(arg, data + 5, mlen);
+        data += 5 + mlen;
+        len -= 5 + mlen;
+    }
+    if (len)
+        rx_append(rx, data, len);
+}
+
 /* ----------------------------------------------------------- watch mode */
 
 /* The n-th created=true response on a stream answers its n-th create
@@ -1132,11 +1464,9 @@ typedef struct wstream {
     int idx;
     int32_t stream_id;  /* 0 until submitted */
     bool open;          /* submitted and not closed */
-    bool broken;        /* unparseable data: ignore the rest */
     uint8_t *out;       /* the create requests, gRPC-framed */
     size_t out_len, out_off;
-    uint8_t *in;        /* a partial gRPC message carried over */
-    size_t in_len, in_cap;
+    grpc_rx_t rx;       /* WatchResponse reassembly */
     int nwatchers, ncreated;
     widmap_t *ids;      /* ncreated entries; sorted by id once all exist */
     bool sorted;
@@ -1444,72 +1774,17 @@ static wstream_t *w_stream_of(conn_t *c, int32_t stream_id)
     return ws && ws->stream_id == stream_id ? ws : NULL;
 }
 
-static void w_in_append(wstream_t *ws, const uint8_t *d, size_t n)
+static void w_message_cb(void *arg, const uint8_t *m, size_t len)
 {
-    if (ws->in_len + n > ws->in_cap) {
-        size_t cap = ws->in_cap ? ws->in_cap : 4096;
-        while (cap < ws->in_len + n)
-            cap *= 2;
-        ws->in = xrealloc(ws->in, cap);
-        ws->in_cap = cap;
-    }
-    memcpy(ws->in + ws->in_len, d, n);
-    ws->in_len += n;
+    w_message(arg, m, len);
 }
 
-static uint32_t w_msg_len(const uint8_t *h, wstream_t *ws)
-{
-    uint32_t mlen = ((uint32_t)h[1] << 24) | ((uint32_t)h[2] << 16) |
-                    ((uint32_t)h[3] << 8) | h[4];
-    if (h[0] != 0 || mlen > MAX_RESP_BYTES) {
-        note_error(h[0] ? "compressed gRPC message (not requested)"
-                        : "WatchResponse larger than limit");
-        ws->broken = true;
-    }
-    return mlen;
-}
-
-/* gRPC messages straddle DATA frames and frames carry several messages:
- * parse whole messages in place, carry only a partial one over. */
 static void w_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
                       size_t len)
 {
     wstream_t *ws = w_stream_of(c, stream_id);
-    if (!ws || ws->broken)
-        return;
-    if (ws->in_len) {
-        if (ws->in_len < 5) {
-            size_t take = 5 - ws->in_len < len ? 5 - ws->in_len : len;
-            w_in_append(ws, data, take);
-            data += take;
-            len -= take;
-            if (ws->in_len < 5)
-                return;
-        }
-        size_t mlen = w_msg_len(ws->in, ws);
-        if (ws->broken)
-            return;
-        size_t need = 5 + mlen - ws->in_len, take = need < len ? need : len;
-        w_in_append(ws, data, take);
-        data += take;
-        len -= take;
-        if (ws->in_len < 5 + mlen)
-            return;
-        w_message(ws, ws->in + 5, mlen);
-        ws->in_len = 0;
-    }
-    while (len >= 5) {
-        size_t mlen = w_msg_len(data, ws);
-        if (ws->broken)
-            return;
-        if (len < 5 + mlen)
-            break;
-        w_message(ws, data + 5, mlen);
-        data += 5 + mlen;
-        len -= 5 + mlen;
-    }
-    if (len)
-        w_in_append(ws, data, len);
+    if (ws)
+        grpc_rx_feed(&ws->rx, data, len, "WatchResponse", w_message_cb, ws);
 }
 
 static void w_on_header(conn_t *c, int32_t stream_id, const uint8_t *name,
@@ -1740,7 +2015,7 @@ static int run_watch(void)
     memset(W.streams, 0, (size_t)S * sizeof *W.streams);
     memset(W.watchers, 0, (size_t)cfg.watchers * sizeof *W.watchers);
     for (int i = 0; i < cfg.conns; i++) {
-        conn_open(&W.conns[i], i, 0, true);
+        conn_open(&W.conns[i], i, 0, CK_WATCH);
         W.conns[i].ws = xmalloc(((size_t)S / (size_t)cfg.conns + 1) *
                                 sizeof *W.conns[i].ws);
     }
@@ -1764,7 +2039,7 @@ static int run_watch(void)
     g_nconns = cfg.writer_conns;
     g_conns = xmalloc((size_t)g_nconns * sizeof *g_conns);
     for (int i = 0; i < g_nconns; i++)
-        conn_open(&g_conns[i], cfg.conns + i, cfg.streams, false);
+        conn_open(&g_conns[i], cfg.conns + i, cfg.streams, CK_UNARY);
 
     /* 1. Create every watcher; nothing is written meanwhile. */
     uint64_t t_c0 = now_ns();
@@ -1974,6 +2249,667 @@ static int run_watch(void)
     return bad ? 1 : 0;
 }
 
+/* ----------------------------------------------------------- lease modes */
+
+/* Every lease this run granted, in grant order. */
+static struct {
+    int64_t *ids;
+    uint64_t *kidx;       /* lease-expire: the key index n of each lease */
+    uint64_t n, cap;
+    bool chain;           /* lease-expire load: put a key on each lease */
+    uint64_t chain_next;  /* first lease whose put is not yet sent */
+    uint64_t first_due, last_due; /* ns: grant response + granted TTL */
+    int64_t ttl_min, ttl_max;     /* as granted (servers raise small TTLs) */
+} L;
+
+static void lease_granted(slot_t *sl, uint64_t t)
+{
+    if (L.n == L.cap) {
+        L.cap = L.cap ? L.cap * 2 : 4096;
+        L.ids = xrealloc(L.ids, L.cap * sizeof *L.ids);
+        L.kidx = xrealloc(L.kidx, L.cap * sizeof *L.kidx);
+    }
+    L.ids[L.n] = sl->lease;
+    L.kidx[L.n] = sl->idx;
+    L.n++;
+    /* The server set the deadline before it answered, so this is at or
+     * after it (by at most the grant's latency). */
+    uint64_t due = t + (uint64_t)sl->resp_ttl * 1000000000ull;
+    if (!L.first_due || due < L.first_due)
+        L.first_due = due;
+    if (due > L.last_due)
+        L.last_due = due;
+    if (!L.ttl_min || sl->resp_ttl < L.ttl_min)
+        L.ttl_min = sl->resp_ttl;
+    if (sl->resp_ttl > L.ttl_max)
+        L.ttl_max = sl->resp_ttl;
+}
+
+static bool lease_chain_pending(void)
+{
+    return L.chain && L.chain_next < L.n;
+}
+
+/* The next lease that still needs its key put; taken once sent. */
+static bool lease_chain_peek(int64_t *lease, uint64_t *n)
+{
+    if (!lease_chain_pending())
+        return false;
+    *lease = L.ids[L.chain_next];
+    *n = L.kidx[L.chain_next];
+    return true;
+}
+
+static void lease_chain_take(void)
+{
+    L.chain_next++;
+}
+
+static int64_t lease_id_at(uint64_t i)
+{
+    return L.ids[i];
+}
+
+/* An unmeasured phase of @total requests of kind @op over g_conns, which
+ * a --duration must not cut short.  Returns true if all succeeded. */
+static bool run_setup(enum op op, uint64_t total)
+{
+    double saved = cfg.duration;
+    uint64_t conn_errors = g_conn_errors;
+    cfg.duration = 0;
+    phase_reset(op, total, true, false);
+    run_phase();
+    cfg.duration = saved;
+    return ph.errors == 0 && ph.ok == ph.total + ph.ok_op[OP_EXP_PUT] &&
+           g_conn_errors == conn_errors && !g_interrupted;
+}
+
+/* --revoke: LeaseRevoke every lease granted so far (unmeasured). */
+static bool revoke_all(void)
+{
+    if (L.n == 0)
+        return true;
+    L.chain = false;
+    bool ok = run_setup(OP_LEASE_REVOKE, L.n);
+    if (!cfg.quiet)
+        fprintf(stderr, "cairn-bench: revoked %" PRIu64 " of %" PRIu64
+                " leases in %.2fs\n", ph.ok, L.n,
+                (double)(ph.t_end - ph.t_start) / 1e9);
+    return ok;
+}
+
+/* Polite shutdown of @n connections: tell the server we're done. */
+static void conns_shutdown(conn_t *cs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        conn_t *c = &cs[i];
+        if (c->dead)
+            continue;
+        if (!c->ready) {
+            g_conn_errors++;
+            note_error("conn %d: never received server SETTINGS", c->idx);
+        }
+        nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
+        conn_flush(c);
+        conn_close(c, "shutdown");
+    }
+}
+
+static void open_unary_conns(int n, int streams)
+{
+    g_nconns = n;
+    g_conns = xmalloc((size_t)n * sizeof *g_conns);
+    for (int i = 0; i < n; i++)
+        conn_open(&g_conns[i], i, streams, CK_UNARY);
+}
+
+/* Grants --leases leases over g_conns (lease-keepalive); dies on failure. */
+static void grant_leases(void)
+{
+    bool ok = run_setup(OP_LEASE_GRANT, cfg.leases);
+    double secs = (double)(ph.t_end - ph.t_start) / 1e9;
+    if (!ok || L.n != cfg.leases) {
+        print_errors(stderr);
+        die("granting %" PRIu64 " leases failed (%" PRIu64 " granted)",
+            cfg.leases, L.n);
+    }
+    if (!cfg.quiet)
+        fprintf(stderr, "cairn-bench: %" PRIu64 " leases granted (TTL %"
+                PRId64 "s) in %.2fs\n", L.n, L.ttl_max, secs);
+}
+
+/* ------------------------------------------------- lease-keepalive */
+
+/* One bidirectional LeaseKeepAlive stream.  The server answers requests in
+ * order, so the requests in flight form a FIFO (a ring of --streams). */
+typedef struct kastream {
+    conn_t *c;
+    int32_t stream_id; /* 0 until submitted */
+    bool open;         /* submitted and not closed */
+    bool deferred;     /* the data provider is waiting for requests */
+    grpc_rx_t rx;
+    uint8_t *out;      /* framed requests not yet taken by nghttp2 */
+    size_t out_len, out_off, out_cap;
+    int64_t *fid;      /* FIFO: lease ID and send time of each request */
+    uint64_t *ft0;
+    int fhead, fcount;
+    int http_status, grpc_status;
+    char grpc_msg[160];
+} kastream_t;
+
+static bool g_ka_shutting_down; /* stream ends are no longer errors */
+
+static kastream_t *ka_stream_of(conn_t *c, int32_t stream_id)
+{
+    kastream_t *ks = c->ka;
+    return ks && ks->stream_id == stream_id ? ks : NULL;
+}
+
+static void ka_on_header(conn_t *c, int32_t stream_id, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen)
+{
+    kastream_t *ks = ka_stream_of(c, stream_id);
+    if (!ks)
+        return;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        ks->http_status = atoi((const char *)value);
+    } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
+        ks->grpc_status = atoi((const char *)value);
+    } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
+        size_t n = valuelen < sizeof ks->grpc_msg - 1 ? valuelen
+                                                      : sizeof ks->grpc_msg - 1;
+        memcpy(ks->grpc_msg, value, n);
+        ks->grpc_msg[n] = 0;
+    }
+}
+
+/* LeaseKeepAliveResponse: 1 header, 2 ID, 3 TTL.  It answers the oldest
+ * request in flight on its stream. */
+static void ka_message(void *arg, const uint8_t *m, size_t len)
+{
+    kastream_t *ks = arg;
+    const uint8_t *p = m, *end = m + len;
+    int64_t id = 0, ttl = 0;
+    bool malformed = false;
+    uint64_t t = g_recv_t;
+
+    while (p < end) {
+        uint32_t f, wt;
+        uint64_t v = 0;
+        const uint8_t *d = NULL;
+        size_t dl = 0, n = pb_next_field(p, (size_t)(end - p), &f, &wt, &v,
+                                         &d, &dl);
+        if (!n) {
+            malformed = true;
+            break;
+        }
+        if (f == 2 && wt == 0)
+            id = (int64_t)v;
+        else if (f == 3 && wt == 0)
+            ttl = (int64_t)v;
+        p += n;
+    }
+    ph.last_progress = t;
+    if (ks->fcount == 0) {
+        note_error("keep-alive response with no request in flight");
+        return;
+    }
+    int64_t want = ks->fid[ks->fhead];
+    uint64_t t0 = ks->ft0[ks->fhead];
+    ks->fhead = (ks->fhead + 1) % cfg.streams;
+    ks->fcount--;
+    ph.completed++;
+    if (malformed) {
+        ph.errors++;
+        note_error("malformed LeaseKeepAliveResponse");
+    } else if (id != want) {
+        ph.errors++;
+        note_error("keep-alive response for another lease than the oldest "
+                   "request in flight");
+    } else if (ttl <= 0) {
+        ph.errors++;
+        note_error("keep-alive answered TTL %" PRId64 " (lease not found "
+                   "or expired)", ttl);
+    } else {
+        ph.ok++;
+        record_latency(t > t0 ? t - t0 : 0);
+    }
+}
+
+static void ka_on_data(conn_t *c, int32_t stream_id, const uint8_t *data,
+                       size_t len)
+{
+    kastream_t *ks = ka_stream_of(c, stream_id);
+    if (ks)
+        grpc_rx_feed(&ks->rx, data, len, "LeaseKeepAliveResponse",
+                     ka_message, ks);
+}
+
+static void ka_stream_ended(kastream_t *ks, const char *why)
+{
+    if (!ks->open)
+        return;
+    ks->open = false;
+    if (ks->fcount) {
+        ph.errors += (uint64_t)ks->fcount;
+        ph.completed += (uint64_t)ks->fcount;
+        note_error_n((uint64_t)ks->fcount, "keep-alive in flight when its "
+                     "stream ended (%s)", why);
+        ks->fcount = 0;
+    }
+    if (g_ka_shutting_down)
+        return;
+    if (ks->grpc_status >= 0)
+        note_error("keep-alive stream ended by the server (%s): HTTP %d, "
+                   "grpc-status %d (%s): %s", why, ks->http_status,
+                   ks->grpc_status, grpc_code_name(ks->grpc_status),
+                   ks->grpc_msg);
+    else
+        note_error("keep-alive stream ended (%s), HTTP :status %d", why,
+                   ks->http_status);
+}
+
+static void ka_on_close(conn_t *c, int32_t stream_id, uint32_t error_code)
+{
+    kastream_t *ks = ka_stream_of(c, stream_id);
+    if (ks)
+        ka_stream_ended(ks, error_code == NGHTTP2_NO_ERROR
+                                ? "stream closed"
+                                : nghttp2_http2_strerror(error_code));
+}
+
+static void ka_conn_closed(conn_t *c, const char *why)
+{
+    if (c->ka)
+        ka_stream_ended(c->ka, why);
+}
+
+static ssize_t ka_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
+                          size_t length, uint32_t *flags,
+                          nghttp2_data_source *src, void *ud)
+{
+    (void)s; (void)stream_id; (void)flags; (void)ud;
+    kastream_t *ks = src->ptr;
+    size_t n = ks->out_len - ks->out_off;
+    if (n == 0) { /* our side stays open; ka_send resumes us */
+        ks->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    if (n > length)
+        n = length;
+    memcpy(buf, ks->out + ks->out_off, n);
+    ks->out_off += n;
+    if (ks->out_off == ks->out_len)
+        ks->out_off = ks->out_len = 0;
+    return (ssize_t)n;
+}
+
+static void ka_open(conn_t *c)
+{
+    size_t nvlen;
+    const nghttp2_nv *nv =
+        request_headers(request_path(OP_LEASE_KEEPALIVE), &nvlen);
+    kastream_t *ks = c->ka;
+    nghttp2_data_provider prd = {.source.ptr = ks, .read_callback = ka_read_cb};
+    int32_t id = nghttp2_submit_request(c->s, NULL, nv, nvlen, &prd, ks);
+    if (id < 0) {
+        g_conn_errors++;
+        note_error("conn %d: submit keep-alive stream: %s", c->idx,
+                   nghttp2_strerror(id));
+        conn_close(c, "keep-alive stream not submitted");
+        return;
+    }
+    ks->stream_id = id;
+    ks->open = true;
+}
+
+/* Queues LeaseKeepAliveRequest{1: ID}, sent at the next flush. */
+static void ka_send(kastream_t *ks, int64_t id, uint64_t t)
+{
+    if (ks->out_off && ks->out_off == ks->out_len)
+        ks->out_off = ks->out_len = 0;
+    if (ks->out_len + 16 > ks->out_cap) {
+        ks->out_cap = ks->out_cap ? ks->out_cap * 2 : 4096;
+        ks->out = xrealloc(ks->out, ks->out_cap);
+    }
+    uint8_t *p = ks->out + ks->out_len;
+    uint32_t mlen = (uint32_t)(1 + varint_len((uint64_t)id));
+    p[0] = 0;
+    p[1] = (uint8_t)(mlen >> 24);
+    p[2] = (uint8_t)(mlen >> 16);
+    p[3] = (uint8_t)(mlen >> 8);
+    p[4] = (uint8_t)mlen;
+    p[5] = 0x08;
+    pb_put_varint(p + 6, (uint64_t)id);
+    ks->out_len += 5 + mlen;
+    int k = (ks->fhead + ks->fcount) % cfg.streams;
+    ks->fid[k] = id;
+    ks->ft0[k] = t;
+    ks->fcount++;
+    if (ks->deferred) {
+        ks->deferred = false;
+        int rv = nghttp2_session_resume_data(ks->c->s, ks->stream_id);
+        if (rv != 0)
+            note_error("conn %d: resume keep-alive stream: %s", ks->c->idx,
+                       nghttp2_strerror(rv));
+    }
+}
+
+static int run_keepalive(void)
+{
+    const uint64_t stall_ns = (uint64_t)(cfg.stall_secs * 1e9);
+
+    /* 1. The leases, granted over --conns x --streams (unmeasured). */
+    open_unary_conns(cfg.conns, cfg.streams);
+    grant_leases();
+
+    /* 2. One keep-alive stream per connection, --streams in flight each,
+     * cycling over the leases. */
+    conn_t *kc = xmalloc((size_t)cfg.conns * sizeof *kc);
+    kastream_t *kss = xmalloc((size_t)cfg.conns * sizeof *kss);
+    memset(kss, 0, (size_t)cfg.conns * sizeof *kss);
+    for (int i = 0; i < cfg.conns; i++) {
+        conn_open(&kc[i], cfg.conns + i, 0, CK_KA);
+        kc[i].ka = &kss[i];
+        kss[i].c = &kc[i];
+        kss[i].grpc_status = -1;
+        kss[i].fid = xmalloc((size_t)cfg.streams * sizeof *kss[i].fid);
+        kss[i].ft0 = xmalloc((size_t)cfg.streams * sizeof *kss[i].ft0);
+    }
+    phase_reset(OP_LEASE_KEEPALIVE, cfg.total, true, true);
+    double cpu0 = cpu_secs();
+    ph.t_start = ph.last_progress = now_ns();
+    if (cfg.duration > 0)
+        ph.deadline = ph.t_start + (uint64_t)(cfg.duration * 1e9);
+    for (;;) {
+        uint64_t t = now_ns();
+        int inflight = 0, live = 0;
+        for (int i = 0; i < cfg.conns; i++) {
+            conn_t *c = &kc[i];
+            kastream_t *ks = c->ka;
+            if (c->dead)
+                continue;
+            if (c->ready && !ks->stream_id)
+                ka_open(c);
+            if (ks->open)
+                while (ks->fcount < cfg.streams && can_issue(t)) {
+                    ka_send(ks, lease_id_at(ph.seq_next++ % L.n), t);
+                    ph.issued++;
+                    ph.t_last_issue = t;
+                }
+            conn_flush(c);
+            inflight += ks->fcount;
+            live += !c->dead && (ks->open || !ks->stream_id);
+        }
+        for (int i = 0; i < g_nconns; i++) /* idle: SETTINGS/PING acks */
+            if (!g_conns[i].dead)
+                conn_flush(&g_conns[i]);
+        if (inflight == 0 && (!can_issue(t) || live == 0))
+            break;
+        if (t - ph.last_progress > stall_ns) {
+            for (int i = 0; i < cfg.conns; i++)
+                if (!kc[i].dead)
+                    conn_error(&kc[i], "timeout: no keep-alive response "
+                               "for %.1fs", cfg.stall_secs);
+            break;
+        }
+        w_poll(-1, 20);
+    }
+    ph.t_end = now_ns();
+    double cpu = cpu_secs() - cpu0;
+    g_ka_shutting_down = true;
+    conns_shutdown(kc, cfg.conns);
+
+    /* The line first: --revoke reuses ph. */
+    qsort(ph.lat, ph.nlat, sizeof *ph.lat, cmp_u64);
+    double secs = (double)(ph.t_end - ph.t_start) / 1e9;
+    if (secs <= 0)
+        secs = 1e-9;
+    char line[512];
+    snprintf(line, sizeof line,
+             "op=lease-keepalive conns=%d streams=%d leases=%" PRIu64
+             " ttl=%" PRId64 " total=%" PRIu64 " ok=%" PRIu64
+             " errors=%" PRIu64 " conn_errors=%" PRIu64 " secs=%.3f rps=%.0f"
+             " p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f"
+             " client_cpu=%.2f",
+             cfg.conns, cfg.streams, L.n, L.ttl_max, ph.completed, ph.ok,
+             ph.errors, g_conn_errors, secs, (double)ph.ok / secs,
+             pct_us(500), pct_us(900), pct_us(990), pct_us(999),
+             ph.nlat ? (double)ph.lat[ph.nlat - 1] / 1000.0 : 0.0,
+             cpu / secs);
+    bool bad = ph.errors || g_conn_errors || g_nerrs || g_errs_other ||
+               g_interrupted;
+    if (cfg.revoke && !g_interrupted && !revoke_all())
+        bad = true;
+    conns_shutdown(g_conns, g_nconns);
+    print_errors(stderr);
+    if (g_interrupted)
+        fprintf(stderr, "cairn-bench: interrupted\n");
+    printf("%s\n", line);
+    fflush(stdout);
+    return bad || g_nerrs || g_errs_other ? 1 : 0;
+}
+
+/* ------------------------------------------------- lease-expire */
+
+static struct {
+    conn_t pc;            /* the poller's connection: one request at a time */
+    bool inflight;
+    uint64_t t_sent;      /* when the count in flight was sent */
+    uint64_t polls, poll_errors;
+    int64_t last_count;   /* -1 until a count arrived */
+    uint64_t t_zero;      /* arrival of the first count of 0 */
+    bool want_zero;       /* a count of 0 ends the expiry */
+} E;
+
+static void exp_poll_done(slot_t *sl, const char *bad, uint64_t t)
+{
+    E.inflight = false;
+    E.polls++;
+    if (bad) {
+        E.poll_errors++;
+        note_error("count of " EXP_PREFIX " keys: %s", bad);
+        return;
+    }
+    E.last_count = sl->resp_count;
+    if (E.want_zero && sl->resp_count == 0 && !E.t_zero)
+        E.t_zero = t;
+}
+
+static bool exp_poll_submit(void)
+{
+    conn_t *c = &E.pc;
+    if (E.inflight || c->goaway || !c->ready || c->nfree == 0)
+        return false;
+    slot_t *sl = submit_one(c, OP_EXP_COUNT, 0, 0);
+    if (!sl)
+        return false;
+    E.inflight = true;
+    E.t_sent = sl->t0;
+    conn_flush(c);
+    return true;
+}
+
+/* One count, synchronously (before the load).  Returns it, or -1. */
+static int64_t exp_count_now(void)
+{
+    uint64_t t0 = now_ns(), stall_ns = (uint64_t)(cfg.stall_secs * 1e9);
+    E.last_count = -1;
+    while (!g_interrupted && !E.pc.dead && now_ns() - t0 < stall_ns) {
+        if (!E.inflight && E.polls == 0)
+            exp_poll_submit();
+        if (E.polls)
+            break;
+        conn_flush(&E.pc); /* the preface and SETTINGS, at first */
+        w_poll(-1, 20);
+    }
+    E.polls = 0;
+    return E.last_count;
+}
+
+static int run_expire(void)
+{
+    const uint64_t stall_ns = (uint64_t)(cfg.stall_secs * 1e9);
+    char line[1024];
+
+    open_unary_conns(cfg.conns, cfg.streams);
+    conn_open(&E.pc, cfg.conns, 1, CK_UNARY);
+
+    /* Leftovers would keep the count above 0 for good. */
+    int64_t before = exp_count_now();
+    if (before != 0) {
+        print_errors(stderr);
+        if (before < 0)
+            die("could not count the keys under \"" EXP_PREFIX "\"");
+        die("%" PRId64 " keys under \"" EXP_PREFIX "\" already exist; "
+            "they must go first (another run's leftovers?)", before);
+    }
+
+    /* 1. Load: grant each lease and, as soon as it is granted, put its key
+     * "exp/<n>" (unmeasured, as fast as --conns x --streams allow). */
+    L.chain = true;
+    run_setup(OP_LEASE_GRANT, cfg.leases);
+    L.chain = false;
+    uint64_t t_load0 = ph.t_start, t_load1 = ph.t_end;
+    uint64_t granted = ph.ok_op[OP_LEASE_GRANT], keys = ph.ok_op[OP_EXP_PUT];
+    uint64_t grant_errors = cfg.leases - granted; /* failed or never sent */
+    uint64_t put_errors = ph.err_op[OP_EXP_PUT] + (L.n - L.chain_next);
+    if (L.n > L.chain_next)
+        note_error_n(L.n - L.chain_next, "put for a granted lease not sent");
+    double load_secs = (double)(t_load1 - t_load0) / 1e9;
+    if (load_secs <= 0)
+        load_secs = 1e-9;
+    if (!cfg.quiet)
+        fprintf(stderr, "cairn-bench: lease-expire: %" PRIu64 " leases "
+                "(TTL %" PRId64 "s) and %" PRIu64 " keys in %.2fs\n", granted,
+                L.ttl_max, keys, load_secs);
+    if (keys == 0 || g_interrupted) {
+        print_errors(stderr);
+        die("no lease with a key to expire");
+    }
+
+    /* 2. Wait for the first lease to be due. */
+    uint64_t t = now_ns();
+    if (t > L.first_due && !cfg.quiet)
+        fprintf(stderr, "cairn-bench: note: the first lease was due %.2fs "
+                "before the load ended (--ttl below the load time)\n",
+                (double)(t - L.first_due) / 1e9);
+    while (!g_interrupted && (t = now_ns()) < L.first_due) {
+        uint64_t ms = (L.first_due - t + 999999) / 1000000;
+        w_poll(-1, ms > 20 ? 20 : (int)ms);
+    }
+
+    /* 3. From then on count the keys every 50 ms until none is left, while
+     * the writer puts (no lease) at --expire-writer-rate on connection 0. */
+    cfg.rate = cfg.expire_writer_rate;
+    phase_reset(OP_PUT, 0, false, true);
+    ph.paced = true;
+    E.want_zero = true;
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0)
+        die("timerfd_create: %s", strerror(errno));
+    uint64_t period = (uint64_t)(1e9 / cfg.rate);
+    if (period == 0)
+        period = 1;
+    struct itimerspec its = {
+        .it_interval = {(time_t)(period / 1000000000u),
+                        (long)(period % 1000000000u)},
+        .it_value = {(time_t)(period / 1000000000u),
+                     (long)(period % 1000000000u)},
+    }, off = {0};
+    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(g_epfd, EPOLL_CTL_ADD, tfd, &tev) != 0 ||
+        timerfd_settime(tfd, 0, &its, NULL) != 0)
+        die("timerfd: %s", strerror(errno));
+    uint64_t t_meas = now_ns(), next_poll = t_meas, t_stop = 0;
+    uint64_t timeout_ns = (uint64_t)(cfg.expire_timeout * 1e9);
+    conn_t *wc = &g_conns[0];
+    ph.t_start = ph.last_progress = t_meas;
+    for (;;) {
+        t = now_ns();
+        if (!t_stop && (E.t_zero || g_interrupted || E.pc.dead || wc->dead ||
+                        t - L.first_due > timeout_ns)) {
+            t_stop = t;
+            timerfd_settime(tfd, 0, &off, NULL);
+            if (!E.t_zero && !g_interrupted)
+                note_error("expiry not over: %" PRId64 " keys left %.1fs "
+                           "after the first lease was due%s", E.last_count,
+                           (double)(t - L.first_due) / 1e9,
+                           E.pc.dead || wc->dead ? " (connection lost)"
+                                                 : " (--expire-timeout)");
+        }
+        if (!t_stop) {
+            if (!wc->goaway) {
+                conn_refill(wc);
+                conn_flush(wc);
+            }
+            if (!E.inflight && t >= next_poll && exp_poll_submit())
+                next_poll = t + EXP_POLL_NS;
+        }
+        if (t_stop && g_inflight == 0)
+            break;
+        /* Watchdogs: the writer's puts and the count in flight (both
+         * stamped after t was read, possibly). */
+        t = now_ns();
+        if (wc->inflight && t > ph.last_progress &&
+            t - ph.last_progress > stall_ns)
+            conn_error(wc, "timeout: no put completed for %.1fs",
+                       cfg.stall_secs);
+        if (E.inflight && t > E.t_sent && t - E.t_sent > stall_ns)
+            conn_error(&E.pc, "timeout: count not answered for %.1fs",
+                       cfg.stall_secs);
+        int ms = 20;
+        if (!t_stop && !E.inflight) {
+            uint64_t left = next_poll > t ? next_poll - t : 0;
+            ms = (int)((left + 999999) / 1000000);
+            if (ms > 20)
+                ms = 20;
+        }
+        w_poll(tfd, ms);
+    }
+    close(tfd);
+    conns_shutdown(g_conns, g_nconns);
+    conns_shutdown(&E.pc, 1);
+
+    qsort(ph.lat, ph.nlat, sizeof *ph.lat, cmp_u64);
+    uint64_t t_end = E.t_zero ? E.t_zero : t_stop;
+    double expire_secs = (double)((int64_t)(t_end - L.first_due)) / 1e9;
+    double lag_secs = ((double)t_end - (double)L.last_due) / 1e9;
+    double wsecs = (double)(t_stop - t_meas) / 1e9;
+    if (wsecs <= 0)
+        wsecs = 1e-9;
+    uint64_t nerrors = g_errs_other;
+    for (int i = 0; i < g_nerrs; i++)
+        nerrors += g_errs[i].n;
+    snprintf(line, sizeof line,
+             "op=lease-expire leases=%" PRIu64 " ttl=%" PRId64 " conns=%d"
+             " streams=%d val_size=%zu granted=%" PRIu64 " keys=%" PRIu64
+             " grant_errors=%" PRIu64 " put_errors=%" PRIu64
+             " load_secs=%.3f grant_rps=%.0f due_spread_secs=%.3f"
+             " expire_secs=%.3f lag_secs=%.3f expired=%s left=%" PRId64
+             " polls=%" PRIu64 " writer_rate=%.0f writer_puts=%" PRIu64
+             " writer_errors=%" PRIu64 " writer_rps=%.0f writer_p50_us=%.0f"
+             " writer_p99_us=%.0f writer_max_us=%.0f errors=%" PRIu64
+             " conn_errors=%" PRIu64,
+             cfg.leases, L.ttl_max, cfg.conns, cfg.streams, cfg.val_size,
+             granted, keys, grant_errors, put_errors, load_secs,
+             (double)granted / load_secs,
+             (double)(L.last_due - L.first_due) / 1e9, expire_secs, lag_secs,
+             E.t_zero ? "yes" : "no", E.last_count, E.polls,
+             cfg.expire_writer_rate, ph.ok, ph.errors,
+             (double)ph.ok / wsecs, pct_us(500), pct_us(990),
+             ph.nlat ? (double)ph.lat[ph.nlat - 1] / 1000.0 : 0.0, nerrors,
+             g_conn_errors);
+    print_errors(stderr);
+    if (g_interrupted)
+        fprintf(stderr, "cairn-bench: interrupted\n");
+    printf("%s\n", line);
+    fflush(stdout);
+    bool bad = !E.t_zero || nerrors || grant_errors || put_errors ||
+               ph.errors || g_conn_errors || g_interrupted;
+    return bad ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void on_sigint(int sig)
@@ -1987,7 +2923,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: cairn-bench [options]\n"
         "  --endpoint HOST:PORT   server (default 127.0.0.1:2379)\n"
-        "  --op put|range|watch   request type (default put)\n"
+        "  --op OP                put, range, watch, lease-grant,\n"
+        "                         lease-keepalive or lease-expire (default put)\n"
         "  --conns N              HTTP/2 connections (default 1)\n"
         "  --streams N            in-flight requests per connection (default 1)\n"
         "  --key-size N           key bytes (default 16)\n"
@@ -2020,6 +2957,22 @@ static void usage(FILE *f)
         "  --server-pid PID       report PID's VmRSS/RssAnon before and after\n"
         "                         creating the watchers\n"
         "  --lat-samples N        latency reservoir size (default 4194304)\n"
+        "leases:\n"
+        "  --ttl SECS             LeaseGrant TTL (default 600; lease-expire 2)\n"
+        "  --revoke               lease-grant/-keepalive: revoke every lease\n"
+        "                         granted once measured (unmeasured)\n"
+        "  --leases N             lease-keepalive/-expire: leases granted\n"
+        "                         first (default 1000)\n"
+        "lease-grant: LeaseGrant requests, timed like put.\n"
+        "lease-keepalive: after granting --leases, one LeaseKeepAlive stream per\n"
+        "connection keeps --streams requests in flight, cycling over the leases.\n"
+        "lease-expire: grants --leases leases with --ttl, each with one key\n"
+        "\"exp/<n>\" (over --conns x --streams), then counts those keys every\n"
+        "50 ms from the moment the first lease is due until none is left, while a\n"
+        "writer puts at a paced rate:\n"
+        "  --expire-writer-rate N puts/s during the expiry (default 1000)\n"
+        "  --expire-timeout SECS  give up this long after the first lease is\n"
+        "                         due (default 300)\n"
         "Prints one summary line on stdout; exits 1 if any request failed\n"
         "(watch: or fewer events than puts x watchers arrived).\n");
 }
@@ -2048,7 +3001,8 @@ static void parse_args(int argc, char **argv)
     enum { O_ENDPOINT = 256, O_OP, O_CONNS, O_STREAMS, O_KEYSIZE, O_VALSIZE,
            O_KEYS, O_TOTAL, O_DURATION, O_PREFILL, O_SERIAL, O_SEQ, O_TIMEOUT,
            O_SEED, O_QUIET, O_HELP, O_WATCHERS, O_WSTREAMS, O_WKEY, O_WPREFIX,
-           O_RATE, O_WCONNS, O_DRAIN, O_SPID, O_LATCAP };
+           O_RATE, O_WCONNS, O_DRAIN, O_SPID, O_LATCAP, O_TTL, O_LEASES,
+           O_REVOKE, O_EWRATE, O_ETIMEOUT };
     static const struct option opts[] = {
         {"endpoint", required_argument, 0, O_ENDPOINT},
         {"op", required_argument, 0, O_OP},
@@ -2075,6 +3029,11 @@ static void parse_args(int argc, char **argv)
         {"drain", required_argument, 0, O_DRAIN},
         {"server-pid", required_argument, 0, O_SPID},
         {"lat-samples", required_argument, 0, O_LATCAP},
+        {"ttl", required_argument, 0, O_TTL},
+        {"leases", required_argument, 0, O_LEASES},
+        {"revoke", no_argument, 0, O_REVOKE},
+        {"expire-writer-rate", required_argument, 0, O_EWRATE},
+        {"expire-timeout", required_argument, 0, O_ETIMEOUT},
         {0, 0, 0, 0},
     };
     static char hostbuf[256], portbuf[16];
@@ -2112,16 +3071,16 @@ static void parse_args(int argc, char **argv)
             cfg.port = portbuf;
             break;
         }
-        case O_OP:
-            if (strcmp(optarg, "put") == 0)
-                cfg.op = OP_PUT;
-            else if (strcmp(optarg, "range") == 0)
-                cfg.op = OP_RANGE;
-            else if (strcmp(optarg, "watch") == 0)
-                cfg.op = OP_WATCH;
-            else
-                die("--op must be put, range or watch");
+        case O_OP: {
+            int k = 0;
+            while (k <= OP_LEASE_EXPIRE && strcmp(optarg, op_names[k]) != 0)
+                k++;
+            if (k > OP_LEASE_EXPIRE)
+                die("--op must be put, range, watch, lease-grant, "
+                    "lease-keepalive or lease-expire");
+            cfg.op = (enum op)k;
             break;
+        }
         case O_CONNS: cfg.conns = (int)parse_u64("--conns", optarg); break;
         case O_STREAMS:
             cfg.streams = (int)parse_u64("--streams", optarg);
@@ -2154,6 +3113,18 @@ static void parse_args(int argc, char **argv)
         case O_SPID: cfg.server_pid = (long)parse_u64("--server-pid", optarg); break;
         case O_LATCAP:
             cfg.lat_cap = (size_t)parse_u64("--lat-samples", optarg);
+            break;
+        case O_TTL:
+            cfg.ttl = (int64_t)parse_u64("--ttl", optarg);
+            cfg.ttl_set = true;
+            break;
+        case O_LEASES: cfg.leases = parse_u64("--leases", optarg); break;
+        case O_REVOKE: cfg.revoke = true; break;
+        case O_EWRATE:
+            cfg.expire_writer_rate = parse_secs("--expire-writer-rate", optarg);
+            break;
+        case O_ETIMEOUT:
+            cfg.expire_timeout = parse_secs("--expire-timeout", optarg);
             break;
         case 'h': case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -2198,6 +3169,18 @@ static void parse_args(int argc, char **argv)
         cfg.key_prefix = (const uint8_t *)"";
         cfg.key_digits = cfg.key_size;
     }
+    bool lease_op = cfg.op == OP_LEASE_GRANT || cfg.op == OP_LEASE_KEEPALIVE ||
+                    cfg.op == OP_LEASE_EXPIRE;
+    if (lease_op && cfg.prefill)
+        die("--prefill does not apply to --op %s", op_names[cfg.op]);
+    if (cfg.revoke && cfg.op != OP_LEASE_GRANT && cfg.op != OP_LEASE_KEEPALIVE)
+        die("--revoke applies to --op lease-grant and lease-keepalive");
+    if (cfg.op == OP_LEASE_EXPIRE && !cfg.ttl_set)
+        cfg.ttl = 2;
+    if (cfg.ttl < 1 || cfg.ttl > 9000000000LL) /* etcd's MaxLeaseTTL */
+        die("--ttl must be 1..9000000000");
+    if (cfg.leases < 1 || cfg.leases > 100000000)
+        die("--leases must be 1..100000000");
     cfg.key_len = cfg.key_prefix_len + cfg.key_digits;
     /* Keys are the zero-padded index; it must fit or keys would collide. */
     uint64_t maxidx = cfg.keys - 1;
@@ -2237,11 +3220,12 @@ int main(int argc, char **argv)
         die("epoll_create1: %s", strerror(errno));
     if (cfg.op == OP_WATCH)
         return run_watch();
+    if (cfg.op == OP_LEASE_KEEPALIVE)
+        return run_keepalive();
+    if (cfg.op == OP_LEASE_EXPIRE)
+        return run_expire();
 
-    g_nconns = cfg.conns;
-    g_conns = xmalloc((size_t)cfg.conns * sizeof *g_conns);
-    for (int i = 0; i < cfg.conns; i++)
-        conn_open(&g_conns[i], i, cfg.streams, false);
+    open_unary_conns(cfg.conns, cfg.streams);
 
     if (cfg.prefill) {
         /* Not measured, and a --duration must not cut it short. */
@@ -2263,40 +3247,47 @@ int main(int argc, char **argv)
     ph.miss_is_error = cfg.op == OP_RANGE && cfg.prefill;
     run_phase();
 
-    /* Polite shutdown: tell the server we're done, best effort. */
-    for (int i = 0; i < cfg.conns; i++) {
-        conn_t *c = &g_conns[i];
-        if (c->dead)
-            continue;
-        if (!c->ready) {
-            g_conn_errors++;
-            note_error("conn %d: never received server SETTINGS", c->idx);
-        }
-        nghttp2_session_terminate_session(c->s, NGHTTP2_NO_ERROR);
-        conn_flush(c);
-        conn_close(c, "shutdown");
-    }
-
+    /* Polite shutdown: tell the server we're done, best effort (after
+     * --revoke, which still needs the connections). */
+    if (!cfg.revoke)
+        conns_shutdown(g_conns, g_nconns);
     qsort(ph.lat, ph.nlat, sizeof *ph.lat, cmp_u64);
     double secs = (double)(ph.t_end - ph.t_start) / 1e9;
     if (secs <= 0)
         secs = 1e-9;
+    char line[512];
+    int n = 0;
+    if (cfg.op == OP_LEASE_GRANT)
+        n = snprintf(line, sizeof line, "op=lease-grant conns=%d streams=%d "
+                     "ttl=%" PRId64, cfg.conns, cfg.streams,
+                     L.ttl_max ? L.ttl_max : cfg.ttl);
+    else
+        n = snprintf(line, sizeof line, "op=%s conns=%d streams=%d "
+                     "key_size=%zu val_size=%zu keys=%" PRIu64,
+                     op_names[cfg.op], cfg.conns, cfg.streams, cfg.key_size,
+                     cfg.val_size, cfg.keys);
+    n += snprintf(line + n, sizeof line - (size_t)n, " total=%" PRIu64
+                  " ok=%" PRIu64 " errors=%" PRIu64 " conn_errors=%" PRIu64,
+                  ph.completed, ph.ok, ph.errors, g_conn_errors);
+    if (cfg.op == OP_RANGE)
+        n += snprintf(line + n, sizeof line - (size_t)n, " misses=%" PRIu64,
+                      ph.misses);
+    snprintf(line + n, sizeof line - (size_t)n, " secs=%.3f rps=%.0f"
+             " p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f",
+             secs, (double)ph.ok / secs, pct_us(500), pct_us(900),
+             pct_us(990), pct_us(999),
+             ph.nlat ? (double)ph.lat[ph.nlat - 1] / 1000.0 : 0.0);
+    bool bad = ph.errors || g_conn_errors || g_interrupted;
+
+    /* --revoke reuses ph, so only after the line is made. */
+    if (cfg.revoke && !g_interrupted && !revoke_all())
+        bad = true;
+
+    conns_shutdown(g_conns, g_nconns);
     print_errors(stderr);
     if (g_interrupted)
         fprintf(stderr, "cairn-bench: interrupted\n");
-
-    printf("op=%s conns=%d streams=%d key_size=%zu val_size=%zu keys=%" PRIu64
-           " total=%" PRIu64 " ok=%" PRIu64 " errors=%" PRIu64
-           " conn_errors=%" PRIu64,
-           cfg.op == OP_PUT ? "put" : "range", cfg.conns, cfg.streams,
-           cfg.key_size, cfg.val_size, cfg.keys, ph.completed, ph.ok,
-           ph.errors, g_conn_errors);
-    if (cfg.op == OP_RANGE)
-        printf(" misses=%" PRIu64, ph.misses);
-    printf(" secs=%.3f rps=%.0f p50_us=%.0f p90_us=%.0f p99_us=%.0f"
-           " p999_us=%.0f max_us=%.0f\n",
-           secs, (double)ph.ok / secs, pct_us(500), pct_us(900), pct_us(990),
-           pct_us(999), ph.nlat ? (double)ph.lat[ph.nlat - 1] / 1000.0 : 0.0);
+    printf("%s\n", line);
     fflush(stdout);
-    return (ph.errors || g_conn_errors || g_interrupted) ? 1 : 0;
+    return bad || g_conn_errors ? 1 : 0;
 }

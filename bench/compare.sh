@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # compare.sh: run the same workloads against real etcd 3.4 and cairn,
 # alternating between the two servers, and print req/s (events/s for watch
-# fan-out), p99, peak RSS and the memory watchers cost, side by side.
+# fan-out, seconds for lease mass expiry), p99, peak RSS and the memory
+# watchers cost, side by side.
 #
 # Environment knobs (defaults in brackets):
 #   CAIRN     cairn binary            [bench/../build/cairn]
 #   ETCD      etcd binary             [/usr/bin/etcd]
-#   WORKLOADS which groups: all, kv (put/range), watch; comma-separated [all]
+#   WORKLOADS which groups: all, kv (put/range), watch, lease;
+#             comma-separated [all]
 #   ROUNDS    rounds per workload     [3]
 #   DURATION  seconds per run (watch: seconds of puts) [5]
 #   VAL_SIZE  value bytes             [256]
 #   KEYS      key space               [10000]
 #   WATCH_RATE_1K / WATCH_RATE_10K  puts/s for watch 1k / 10k [500 / 100]
+#   KEEPALIVE_LEASES  leases the keep-alive workload cycles over [1000]
+#   EXPIRE_LEASES     leases (one key each) in the mass expiry [20000]
+#   EXPIRE_TTL        their TTL, seconds [8]
+#   EXPIRE_WRITER_RATE  puts/s of the writer during the expiry [1000]
+#   EXPIRE_TIMEOUT    seconds after the first lease is due before a mass
+#                     expiry counts as failed [3 x EXPIRE_LEASES/1000 + 60]
 #   TMPDIR    where data dirs go      [/tmp]
 #
 # Exit: 0 all runs clean, 1 a run or server failed, 2 missing binary.
@@ -27,6 +35,11 @@ VAL_SIZE=${VAL_SIZE:-256}
 KEYS=${KEYS:-10000}
 WATCH_RATE_1K=${WATCH_RATE_1K:-500}
 WATCH_RATE_10K=${WATCH_RATE_10K:-100}
+KEEPALIVE_LEASES=${KEEPALIVE_LEASES:-1000}
+EXPIRE_LEASES=${EXPIRE_LEASES:-20000}
+EXPIRE_TTL=${EXPIRE_TTL:-8}
+EXPIRE_WRITER_RATE=${EXPIRE_WRITER_RATE:-1000}
+EXPIRE_TIMEOUT=${EXPIRE_TIMEOUT:-$((EXPIRE_LEASES * 3 / 1000 + 60))}
 BENCH=$here/cairn-bench
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
@@ -46,14 +59,34 @@ WATCH_WORKLOADS=(
     "watch 1k|--op watch --watchers 1000 --watch-streams 100 --conns 10 --rate $WATCH_RATE_1K"
     "watch 10k|--op watch --watchers 10000 --watch-streams 100 --conns 10 --rate $WATCH_RATE_10K"
 )
+# Leases.  Grant and keep-alive revoke their leases afterwards (unmeasured),
+# so no workload leaves leases behind to expire during a later one.  The
+# mass expiry grants EXPIRE_LEASES leases with one key each, then times
+# from the first lease's TTL running out until no key is left, while a
+# writer puts at EXPIRE_WRITER_RATE; its row shows those seconds (lower is
+# better) and the writer's p99.  etcd 3.4 revokes at most 1000 expired
+# leases a second, so N leases take it about N/1000 s.  EXPIRE_TTL should
+# exceed the time a server takes to grant them (etcd: 4-5 s for 20000), or
+# the expiry starts before the last lease exists (the bench says so).
+if ((EXPIRE_LEASES % 1000 == 0)); then
+    expire_label="mass expiry $((EXPIRE_LEASES / 1000))k"
+else
+    expire_label="mass expiry $EXPIRE_LEASES"
+fi
+LEASE_WORKLOADS=(
+    "lease grant 4x64|--op lease-grant --conns 4 --streams 64 --revoke"
+    "keepalive 4x64 ($KEEPALIVE_LEASES leases)|--op lease-keepalive --conns 4 --streams 64 --leases $KEEPALIVE_LEASES --revoke"
+    "$expire_label|--op lease-expire --conns 4 --streams 64 --leases $EXPIRE_LEASES --ttl $EXPIRE_TTL --expire-writer-rate $EXPIRE_WRITER_RATE --expire-timeout $EXPIRE_TIMEOUT"
+)
 RUN=()
 IFS=, read -r -a groups <<<"$WORKLOADS"
 for g in "${groups[@]}"; do
     case $g in
-    all) RUN+=("${KV_WORKLOADS[@]}" "${WATCH_WORKLOADS[@]}") ;;
+    all) RUN+=("${KV_WORKLOADS[@]}" "${WATCH_WORKLOADS[@]}" "${LEASE_WORKLOADS[@]}") ;;
     kv) RUN+=("${KV_WORKLOADS[@]}") ;;
     watch) RUN+=("${WATCH_WORKLOADS[@]}") ;;
-    *) die "WORKLOADS: unknown group '$g' (all, kv, watch)" ;;
+    lease) RUN+=("${LEASE_WORKLOADS[@]}") ;;
+    *) die "WORKLOADS: unknown group '$g' (all, kv, watch, lease)" ;;
     esac
 done
 ((${#RUN[@]})) || die "WORKLOADS selects nothing"
@@ -218,6 +251,11 @@ echo "# $(nproc) CPUs, workloads=$WORKLOADS rounds=$ROUNDS duration=${DURATION}s
 results=$work/results.tsv
 : >"$results"
 failed=0
+lw=11 # label width
+for w in "${RUN[@]}"; do
+    l=${w%%|*}
+    ((${#l} > lw)) && lw=${#l}
+done
 if [[ "${RUN[*]}" == *"--op watch"* ]]; then
     for s in "${SERVERS[@]}"; do watch_mem_probe "$s"; done
 fi
@@ -228,8 +266,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for s in "${SERVERS[@]}"; do
             alive "${PID[$s]}" || die "$s (pid ${PID[$s]}) died; log: $(tail -n 5 "$work/$s/log")"
             rc=0
+            limit=$((DURATION + 120))
+            [[ $args == *lease-expire* ]] &&
+                limit=$((EXPIRE_TIMEOUT + EXPIRE_TTL + 300))
             # shellcheck disable=SC2086  # args is a word list on purpose
-            out=$(timeout $((DURATION + 120)) "$BENCH" \
+            out=$(timeout $limit "$BENCH" \
                 --endpoint "127.0.0.1:${CPORT[$s]}" $args \
                 --duration "$DURATION" --val-size "$VAL_SIZE" --keys "$KEYS" \
                 2>"$work/bench.err") || rc=$?
@@ -239,15 +280,18 @@ for ((r = 1; r <= ROUNDS; r++)); do
                 echo "round $r $label $s: FAILED rc=$rc" >&2
                 sed 's/^/    /' "$work/bench.err" >&2
             else # surface notes such as a low server stream limit
-                grep -v ': prefill:\|watchers on .* streams created' \
+                grep -v ': prefill:\|watchers on .* streams created\|leases granted (TTL\|revoked .* leases in\|lease-expire: .* leases (TTL' \
                     "$work/bench.err" | sed 's/^/    /' >&2 || true
             fi
-            rps=$(field "$line" rps)
+            rps=$(field "$line" rps) p99=$(field "$line" p99_us) unit=rps
             [[ $line == op=watch* ]] && rps=$(field "$line" events_per_s)
-            p99=$(field "$line" p99_us)
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$label" "$r" \
-                "${rps:-0}" "${p99:-0}" "$rc" >>"$results"
-            echo "round $r  $(printf '%-11s %-5s' "$label" "$s")  ${line:-no output}" >&2
+            if [[ $line == op=lease-expire* ]]; then
+                rps=$(field "$line" expire_secs) unit=s
+                p99=$(field "$line" writer_p99_us)
+            fi
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$label" "$r" \
+                "${rps:-0}" "${p99:-0}" "$rc" "$unit" >>"$results"
+            echo "round $r  $(printf "%-${lw}s %-5s" "$label" "$s")  ${line:-no output}" >&2
         done
     done
 done
@@ -259,7 +303,7 @@ file_etcd=$(file_kb "${PID[etcd]}") file_cairn=$(file_kb "${PID[cairn]}")
 
 # Median over rounds for every (server, workload); then the table.
 echo
-awk -F'\t' -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" \
+awk -F'\t' -v lw="$lw" -v hwm_e="$hwm_etcd" -v hwm_c="$hwm_cairn" \
     -v anon_e="$anon_etcd" -v anon_c="$anon_cairn" \
     -v file_e="$file_etcd" -v file_c="$file_cairn" \
     -v mem_e="${WMEM[etcd]:-}" -v mem_c="${WMEM[cairn]:-}" -v order="$(
@@ -280,31 +324,38 @@ function ratio(c, e) { return e > 0 ? sprintf("%.2f", c / e) : "-" }
     rps[$1, $2] = rps[$1, $2] " " $4
     p99[$1, $2] = p99[$1, $2] " " $5
     if ($6 != 0) bad[$1, $2] = 1
+    unit[$2] = $7
 }
 END {
-    printf "%-12s %10s %10s %7s   %10s %10s %7s\n", "workload",
+    lw = lw < 12 ? 12 : lw
+    printf "%-*s %10s %10s %7s   %10s %10s %7s\n", lw, "workload",
         "etcd rps", "cairn rps", "ratio", "etcd p99", "cairn p99", "ratio"
     n = split(order, ws, ";")
     for (k = 1; k < n; k++) {
         w = ws[k]
         er = median(rps["etcd", w]); cr = median(rps["cairn", w])
         ep = median(p99["etcd", w]); cp = median(p99["cairn", w])
-        printf "%-12s %10.0f %10.0f %7s   %8.0fus %8.0fus %7s%s\n", w,
-            er, cr, ratio(cr, er), ep, cp, ratio(cp, ep),
-            (bad["etcd", w] || bad["cairn", w]) ? "  (errors!)" : ""
+        if (unit[w] == "s")  # seconds: lower is better, unlike rps
+            printf "%-*s %9.2fs %9.2fs %7s   %8.0fus %8.0fus %7s%s", lw, w,
+                er, cr, ratio(cr, er), ep, cp, ratio(cp, ep),
+                "  <- secs: ratio <1 = cairn faster"
+        else
+            printf "%-*s %10.0f %10.0f %7s   %8.0fus %8.0fus %7s", lw, w,
+                er, cr, ratio(cr, er), ep, cp, ratio(cp, ep)
+        print ((bad["etcd", w] || bad["cairn", w]) ? "  (errors!)" : "")
     }
     if (mem_e != "" && mem_c != "") {
         split(mem_e, me, " "); split(mem_c, mc, " ")
-        printf "%-12s %9.1fM %9.1fM %7s\n", "RSS/10k wch",
+        printf "%-*s %9.1fM %9.1fM %7s\n", lw, "RSS/10k wch",
             me[1] / 1024, mc[1] / 1024, ratio(mc[1], me[1])
-        printf "%-12s %9.1fM %9.1fM %7s\n", "anon/10k wch",
+        printf "%-*s %9.1fM %9.1fM %7s\n", lw, "anon/10k wch",
             me[2] / 1024, mc[2] / 1024, ratio(mc[2], me[2])
     }
-    printf "%-12s %9.1fM %9.1fM %7s\n", "peak RSS", hwm_e / 1024,
+    printf "%-*s %9.1fM %9.1fM %7s\n", lw, "peak RSS", hwm_e / 1024,
         hwm_c / 1024, ratio(hwm_c, hwm_e)
-    printf "%-12s %9.1fM %9.1fM %7s\n", "anon RSS", anon_e / 1024,
+    printf "%-*s %9.1fM %9.1fM %7s\n", lw, "anon RSS", anon_e / 1024,
         anon_c / 1024, ratio(anon_c, anon_e)
-    printf "%-12s %9.1fM %9.1fM %7s\n", "file RSS", file_e / 1024,
+    printf "%-*s %9.1fM %9.1fM %7s\n", lw, "file RSS", file_e / 1024,
         file_c / 1024, ratio(file_c, file_e)
 }' "$results"
 echo "(anon = heap and stacks; file = mapped store pages; both at the end)"
@@ -313,6 +364,14 @@ if [[ "${RUN[*]}" == *"--op watch"* ]]; then
     echo " RSS|anon/10k wch = VmRSS|RssAnon growth while 10k watchers were created"
     echo " on the fresh server, before any workload)"
 fi
-echo "(median of $ROUNDS rounds; ratio = cairn/etcd: >1 is better for rps, worse for p99 and RSS)"
+if [[ "${RUN[*]}" == *"--op lease-keepalive"* ]]; then
+    echo "(keepalive rows: rps = keep-alive responses/s, p99 = request -> response)"
+fi
+if [[ "${RUN[*]}" == *"--op lease-expire"* ]]; then
+    echo "($expire_label: value = seconds from the first lease's TTL running out"
+    echo " until a count of its keys is 0, lower is better; p99 = put p99 of a"
+    echo " writer at $EXPIRE_WRITER_RATE puts/s meanwhile)"
+fi
+echo "(median of $ROUNDS rounds; ratio = cairn/etcd: >1 is better for rps, worse for p99, secs and RSS)"
 
 exit "$failed"

@@ -229,6 +229,8 @@ int64_t lease_next_id(void)
 
 /* ---- expiry ---- */
 
+static void submit_expired(void);
+
 static void revoke_done(struct apply_cmd *cmd)
 {
     Etcdserverpb__LeaseRevokeRequest *r =
@@ -246,6 +248,9 @@ static void revoke_done(struct apply_cmd *cmd)
         etcdserverpb__lease_revoke_request__free_unpacked(r, NULL);
     }
     apply_cmd_free(cmd);
+    /* A mass expiry goes on as fast as the write path takes it, not one
+     * tick's worth at a time. */
+    submit_expired();
 }
 
 static void submit_revoke(struct lease *l)
@@ -266,15 +271,20 @@ static void submit_revoke(struct lease *l)
     apply_submit(ls.apply, cmd);
 }
 
-static void on_tick(uv_timer_t *t)
+static void submit_expired(void)
 {
     int64_t now = net_now_ms();
-    (void)t;
     if (ls.stopped)
         return;
     while (ls.n > 0 && ls.heap[0]->deadline <= now &&
            ls.revoking < LEASE_MAX_REVOKING)
         submit_revoke(ls.heap[0]);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    submit_expired();
 }
 
 static int load_one(void *ud, int64_t id, int64_t ttl)

@@ -199,7 +199,8 @@ static int by_deadline(const void *a, const void *b)
 size_t lease_list(int64_t **ids)
 {
     struct lease **tmp = cairn_malloc((ls.n + 1) * sizeof *tmp);
-    memcpy(tmp, ls.heap, ls.n * sizeof *tmp);
+    if (ls.n > 0)
+        memcpy(tmp, ls.heap, ls.n * sizeof *tmp);
     qsort(tmp, ls.n, sizeof *tmp, by_deadline);
     *ids = cairn_malloc((ls.n + 1) * sizeof **ids);
     for (size_t i = 0; i < ls.n; i++)

@@ -29,7 +29,7 @@ run "integration (release)" env CAIRN_BIN="$PWD/build/cairn" sh tests/run-integr
 if ! make -s -j"$jobs" SAN=address,undefined all tests-build; then
     echo "sanitizer build failed"; echo "$total_p passed, $((total_f + 1)) failed"; exit 1
 fi
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:quarantine_size_mb=16:allocator_release_to_os_interval_ms=1000
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run "unit (asan+ubsan)" sh tests/run-unit.sh build/san/tests/test_*
 run "integration (asan+ubsan)" env CAIRN_BIN="$PWD/build/san/cairn" CAIRN_SANITIZED=1 sh tests/run-integration.sh

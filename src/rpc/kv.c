@@ -25,6 +25,14 @@ int64_t rpc_current_rev(void)
     return rev;
 }
 
+void rpc_finish(struct grpc_call *c, int rc)
+{
+    if (rc != 0)
+        grpc_finish_err(c, rc);
+    else
+        grpc_finish(c, GRPC_OK, NULL);
+}
+
 void rpc_bad_message(struct grpc_call *c)
 {
     grpc_finish(c, GRPC_INTERNAL,
@@ -155,10 +163,7 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_send_pb(c, &resp); /* packs while the snapshot is open */
     }
     mvcc_read_end(&t);
-    if (rc != 0)
-        grpc_finish_err(c, rc);
-    else
-        grpc_finish(c, GRPC_OK, NULL);
+    rpc_finish(c, rc);
 }
 
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -196,8 +201,5 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_send_pb(c, &resp);
     }
     mvcc_read_end(&t);
-    if (rc != 0)
-        grpc_finish_err(c, rc);
-    else
-        grpc_finish(c, GRPC_OK, NULL);
+    rpc_finish(c, rc);
 }

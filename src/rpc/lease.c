@@ -146,10 +146,7 @@ void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len)
     if (rc == 0)
         grpc_send_pb(c, &resp);
     mvcc_read_end(&t);
-    if (rc != 0)
-        grpc_finish_err(c, rc);
-    else
-        grpc_finish(c, GRPC_OK, NULL);
+    rpc_finish(c, rc);
 }
 
 void rpc_lease_leases(struct grpc_call *c, const uint8_t *msg, size_t len)

@@ -43,6 +43,8 @@ void rpc_lease_leases(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev);
 /* The current revision (a fresh read view). */
 int64_t rpc_current_rev(void);
+/* Ends @c with OK, or with the status of cairn error @rc. */
+void rpc_finish(struct grpc_call *c, int rc);
 /* Answers a malformed request body the way grpc-go does. */
 void rpc_bad_message(struct grpc_call *c);
 

@@ -16,7 +16,7 @@ static const struct route routes[] = {
     {"/etcdserverpb.KV/DeleteRange", rpc_kv_delete_range},
     {"/etcdserverpb.KV/Txn", rpc_kv_txn},
     {"/etcdserverpb.KV/Compact", rpc_kv_compact},
-    {"/etcdserverpb.KV/RangeStream", NULL},
+    {"/etcdserverpb.KV/RangeStream", rpc_kv_range_stream},
     {"/etcdserverpb.Watch/Watch", rpc_watch},
     {"/etcdserverpb.Lease/LeaseGrant", rpc_lease_grant},
     {"/etcdserverpb.Lease/LeaseRevoke", rpc_lease_revoke},

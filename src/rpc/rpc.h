@@ -16,6 +16,7 @@ void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_kv_range_stream(struct grpc_call *c, const uint8_t *msg, size_t len);
 
 void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 

@@ -206,6 +206,26 @@ void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len)
     kick(c);
 }
 
+void grpc_send_prefix(struct grpc_call *c, size_t len)
+{
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    if (c->finished || c->closed)
+        return;
+    if (!c->headers_sent)
+        send_headers(c);
+    grpc_frame_prefix(prefix, len);
+    buf_append(&c->out, prefix, GRPC_PREFIX_LEN);
+    kick(c);
+}
+
+void grpc_send_bytes(struct grpc_call *c, const uint8_t *p, size_t n)
+{
+    if (c->finished || c->closed)
+        return;
+    buf_append(&c->out, p, n);
+    kick(c);
+}
+
 uint8_t *grpc_send_reserve(struct grpc_call *c, size_t len)
 {
     uint8_t prefix[GRPC_PREFIX_LEN];

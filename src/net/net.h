@@ -65,6 +65,11 @@ void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len);
 /* Sends one message of @len bytes that the caller writes at the returned
  * address before it next enters the loop; NULL if the call has ended. */
 uint8_t *grpc_send_reserve(struct grpc_call *c, size_t len);
+/* A message sent in pieces: the prefix for @len bytes, then exactly @len
+ * bytes over any number of grpc_send_bytes() calls (for answers too large
+ * to hold whole: the pieces are produced as the stream drains). */
+void grpc_send_prefix(struct grpc_call *c, size_t len);
+void grpc_send_bytes(struct grpc_call *c, const uint8_t *p, size_t n);
 /* Packs a protobuf-c message and sends it. */
 void grpc_send_pb(struct grpc_call *c, const void *pbmsg);
 /* Ends the call with a status; @msg may be NULL. Further sends are dropped. */

@@ -151,6 +151,8 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, rc);
         return;
     }
+    if (rpc_range_large(c, r))
+        return;
     /* One member: every committed write is applied, so a local read is
      * also linearizable. */
     if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {

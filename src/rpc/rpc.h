@@ -17,6 +17,9 @@ void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_kv_range_stream(struct grpc_call *c, const uint8_t *msg, size_t len);
+/* Answers a plain Range larger than a few MiB in pieces from a pinned
+ * snapshot (bounded memory); returns 0 when the caller should answer it. */
+int rpc_range_large(struct grpc_call *c, const Etcdserverpb__RangeRequest *r);
 
 void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 

@@ -15,7 +15,7 @@
 
 #define RS_CHUNK_KEYS 500
 #define RS_CHUNK_BYTES (1u << 20) /* well below clients' 4 MiB receive limit */
-#define RS_HIGH_WATER (512u << 10)
+#define RS_HIGH_WATER (4u << 20)
 #define RS_TICK_MS 1
 /* A plain Range whose kvs pass this is sent in pieces as the stream drains,
  * not built whole: ten clients listing 1 GiB must not cost 10 GiB. */

@@ -135,10 +135,92 @@ void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
 
 /* ---- reads ---- */
 
-void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
+static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest *r);
+
+/* Multi-key Ranges (lists) run on libuv's thread pool: LMDB readers do not
+ * block each other, so lists use every core while the loop keeps serving.
+ * The worker answers with the packed response, or asks the loop to send a
+ * very large one in pieces. */
+#define RANGE_WHOLE_MAX (16u << 20)
+
+struct range_job {
+    uv_work_t work;
+    struct grpc_call *c;   /* NULL once the call has gone */
+    uint8_t *req;
+    size_t req_len;
+    int rc, large;
+    uint8_t *resp;
+    size_t resp_len;
+};
+
+static void range_job_cancel(struct grpc_call *c)
 {
-    Etcdserverpb__RangeRequest *r =
-        etcdserverpb__range_request__unpack(&c->arena.pb, len, msg);
+    struct range_job *j = c->ud;
+    if (j != NULL)
+        j->c = NULL;
+    c->ud = NULL;
+}
+
+static void range_work(uv_work_t *w)
+{
+    struct range_job *j = (struct range_job *)w;
+    struct arena a;
+    struct mvcc_txn t;
+    Etcdserverpb__RangeRequest *r;
+    Etcdserverpb__RangeResponse resp;
+
+    arena_init(&a);
+    r = etcdserverpb__range_request__unpack(&a.pb, j->req_len, j->req);
+    if (r == NULL) {
+        j->rc = CAIRN_EBADMSG;
+        goto out_arena;
+    }
+    if ((j->rc = mvcc_read_begin(srv->mvcc, &t)) != 0)
+        goto out_arena;
+    j->rc = mvcc_range(&t, r, &a, &resp);
+    if (j->rc == 0) {
+        rpc_header(resp.header, 0);
+        size_t n = etcdserverpb__range_response__get_packed_size(&resp);
+        if (n > RANGE_WHOLE_MAX && rpc_range_is_plain(r)) {
+            j->large = 1; /* the loop sends it in pieces */
+        } else {
+            j->resp = cairn_malloc(n + 1);
+            j->resp_len = etcdserverpb__range_response__pack(&resp, j->resp);
+        }
+    }
+    mvcc_read_end(&t);
+out_arena:
+    arena_free(&a);
+}
+
+static void range_after(uv_work_t *w, int status)
+{
+    struct range_job *j = (struct range_job *)w;
+    struct grpc_call *c = j->c;
+    (void)status;
+    if (c != NULL) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        if (j->rc != 0) {
+            grpc_finish_err(c, j->rc);
+        } else if (j->large) {
+            Etcdserverpb__RangeRequest *r = etcdserverpb__range_request__unpack(
+                &c->arena.pb, j->req_len, j->req);
+            if (r == NULL || !rpc_range_large(c, r))
+                range_on_loop(c, r);
+        } else {
+            grpc_send(c, j->resp, j->resp_len);
+            grpc_finish(c, GRPC_OK, NULL);
+        }
+    }
+    cairn_free(j->req);
+    cairn_free(j->resp);
+    cairn_free(j);
+}
+
+/* The Range on the loop thread, built whole. */
+static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest *r)
+{
     Etcdserverpb__RangeResponse resp;
     struct mvcc_txn t;
     int rc;
@@ -147,12 +229,6 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = mvcc_check_range(r)) != 0) {
-        grpc_finish_err(c, rc);
-        return;
-    }
-    if (rpc_range_large(c, r))
-        return;
     /* One member: every committed write is applied, so a local read is
      * also linearizable. */
     if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
@@ -166,6 +242,41 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
     mvcc_read_end(&t);
     rpc_finish(c, rc);
+}
+
+void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__RangeRequest *r =
+        etcdserverpb__range_request__unpack(&c->arena.pb, len, msg);
+    int rc;
+
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if ((rc = mvcc_check_range(r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    /* A single key is quicker here than a trip to another thread. */
+    if (r->range_end.len == 0) {
+        range_on_loop(c, r);
+        return;
+    }
+    struct range_job *j = cairn_calloc(1, sizeof *j);
+    j->c = c;
+    j->req = cairn_malloc(len + 1);
+    memcpy(j->req, msg, len);
+    j->req_len = len;
+    c->ud = j;
+    c->on_cancel = range_job_cancel;
+    if (uv_queue_work(srv->loop, &j->work, range_work, range_after) != 0) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        cairn_free(j->req);
+        cairn_free(j);
+        range_on_loop(c, r);
+    }
 }
 
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)

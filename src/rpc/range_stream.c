@@ -274,7 +274,7 @@ static void activate(struct grpc_call *c, struct range_stream *rs)
         uv_timer_start(&tick, on_tick, 0, RS_TICK_MS);
 }
 
-static int plain(const Etcdserverpb__RangeRequest *r)
+int rpc_range_is_plain(const Etcdserverpb__RangeRequest *r)
 {
     return r->sort_order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__NONE &&
            r->sort_target == ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY &&
@@ -337,7 +337,7 @@ void rpc_kv_range_stream(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, rc);
         return;
     }
-    if (!plain(r)) {
+    if (!rpc_range_is_plain(r)) {
         whole(c, r);
         return;
     }
@@ -431,7 +431,7 @@ int rpc_range_large(struct grpc_call *c, const Etcdserverpb__RangeRequest *r)
     size_t kv_bytes;
     int64_t rev;
 
-    if (!plain(r))
+    if (!rpc_range_is_plain(r))
         return 0;
     rs = cairn_calloc(1, sizeof *rs);
     if (mvcc_read_begin(srv->mvcc, &rs->t) != 0)

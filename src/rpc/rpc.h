@@ -20,6 +20,9 @@ void rpc_kv_range_stream(struct grpc_call *c, const uint8_t *msg, size_t len);
 /* Answers a plain Range larger than a few MiB in pieces from a pinned
  * snapshot (bounded memory); returns 0 when the caller should answer it. */
 int rpc_range_large(struct grpc_call *c, const Etcdserverpb__RangeRequest *r);
+/* No sort, no min/max filters, not count-only, a range of keys: what can
+ * be answered in key order a chunk at a time. */
+int rpc_range_is_plain(const Etcdserverpb__RangeRequest *r);
 
 void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 

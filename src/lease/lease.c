@@ -209,11 +209,6 @@ size_t lease_list(int64_t **ids)
     return ls.n;
 }
 
-size_t lease_count(void)
-{
-    return ls.n;
-}
-
 int64_t lease_min_ttl(void)
 {
     return ls.o.min_ttl;

@@ -45,6 +45,5 @@ int lease_renew(int64_t id, int64_t *ttl);
 int lease_lookup(int64_t id, int64_t *ttl, int64_t *remaining_ms);
 /* All lease IDs, soonest expiry first; caller frees *ids. */
 size_t lease_list(int64_t **ids);
-size_t lease_count(void);
 
 #endif

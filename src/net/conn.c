@@ -50,11 +50,6 @@ int64_t net_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int net_conn_count(void)
-{
-    return nconns;
-}
-
 static void flush_one(struct conn *c)
 {
     c->dirty = 0;

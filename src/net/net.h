@@ -103,7 +103,5 @@ int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o);
 /* Graceful shutdown: GOAWAY to every h2 connection, stop accepting; calls
  * @done once every connection has closed or after @grace_ms. */
 void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void));
-/* Number of open connections (for tests and status). */
-int net_conn_count(void);
 
 #endif

@@ -26,7 +26,6 @@ struct watch_stream {
     struct grpc_call *call;
     struct watcher *watchers;
     int64_t next_id;
-    int nwatchers;
     struct watch_stream *next, *prev;
 };
 
@@ -37,7 +36,7 @@ static struct {
     int64_t rev;              /* events up to here went to synced watchers */
     struct widx ix;
     struct watcher *unsynced;
-    int nunsynced, nwatchers;
+    int nunsynced;
     struct watch_stream *streams;
     uv_timer_t sync_timer, progress_timer;
     int sync_armed, stopped;
@@ -273,8 +272,6 @@ static void watcher_free(struct watcher *w)
         ws->watchers = w->s_next;
     if (w->s_next)
         w->s_next->s_prev = w->s_prev;
-    ws->nwatchers--;
-    hub.nwatchers--;
     cairn_free(w->key);
     cairn_free(w->end);
     cairn_free(w->evs);
@@ -722,8 +719,6 @@ void watch_create(struct watch_stream *ws,
     if (ws->watchers)
         ws->watchers->s_prev = w;
     ws->watchers = w;
-    ws->nwatchers++;
-    hub.nwatchers++;
 
     /* The created response goes first: every event for this watcher is
      * queued after it. */
@@ -752,16 +747,6 @@ void watch_cancel(struct watch_stream *ws, int64_t id)
     r.watch_id = id;
     r.canceled = 1;
     send_ctrl(ws, &r, hub.rev);
-}
-
-int watch_count(void)
-{
-    return hub.nwatchers;
-}
-
-int watch_unsynced_count(void)
-{
-    return hub.nunsynced;
 }
 
 void watch_init(uv_loop_t *loop, struct mvcc *m, int64_t rev,

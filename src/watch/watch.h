@@ -47,8 +47,5 @@ void watch_create(struct watch_stream *ws,
 void watch_cancel(struct watch_stream *ws, int64_t id);
 void watch_progress(struct watch_stream *ws);
 
-/* Counts, for status and tests. */
-int watch_count(void);
-int watch_unsynced_count(void);
 
 #endif

@@ -29,6 +29,7 @@ struct apply {
     int stopping;
     int compacting;
     _Atomic uint64_t index;
+    _Atomic unsigned alarms;       /* apply_alarms() */
     _Atomic int64_t committed_rev; /* store revision after the last commit */
     int64_t notified_rev;          /* loop thread: last passed to on_commit */
     void (*on_commit)(int64_t rev);
@@ -429,4 +430,9 @@ void apply_cmd_free(struct apply_cmd *cmd)
 uint64_t apply_index(struct apply *a)
 {
     return atomic_load(&a->index);
+}
+
+unsigned apply_alarms(struct apply *a)
+{
+    return a->alarms;
 }

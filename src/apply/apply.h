@@ -57,6 +57,9 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd);
 /* Finishes queued commands, stops the thread. Their done() still runs. */
 void apply_stop(struct apply *a);
 void apply_cmd_free(struct apply_cmd *cmd);
+/* Active alarms of this member as a bit mask: bit (1u << t) for each
+ * etcdserverpb AlarmType t raised (NOSPACE = 1, CORRUPT = 2). Any thread. */
+unsigned apply_alarms(struct apply *a);
 /* Commands applied so far (for status: raft index). */
 uint64_t apply_index(struct apply *a);
 

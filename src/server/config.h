@@ -27,6 +27,12 @@ struct config {
     const char *initial_cluster_token;
     const char *initial_cluster_state;
     const char *log_level;
+    const char *logger;                    /* --logger: zap */
+    const char *log_outputs;               /* --log-outputs */
+    const char *listen_metrics_urls;       /* --listen-metrics-urls; NULL = none */
+    const char *auto_compaction_mode;      /* "periodic" or "revision" */
+    const char *auto_compaction_retention; /* etcd's syntax; "0" = off */
+    const char *config_file;               /* --config-file */
     int64_t max_request_bytes;
     int64_t max_txn_ops;
     int64_t quota_backend_bytes;

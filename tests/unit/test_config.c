@@ -355,8 +355,7 @@ static void test_unsupported_and_ignored(void **state)
     assert_int_equal(RC("--cert-file", "x"), 2);
     assert_int_equal(RC("--cert-file=x"), 2);
     assert_int_equal(RC("--key-file", "k", "--name", "n"), 2);
-    assert_int_equal(RC("--auto-compaction-retention", "1"), 2);
-    assert_int_equal(RC("--listen-metrics-urls", "http://localhost:2381"), 2);
+    assert_int_equal(RC("--discovery", "https://x"), 2);
     assert_int_equal(RC("--auto-tls"), 2);
     assert_int_equal(RC("--client-cert-auth=true"), 2);
     assert_int_equal(RC("--force-new-cluster"), 2);

@@ -1,4 +1,5 @@
 /* The apply thread: batch, apply in order, commit once, report. */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -14,6 +15,21 @@
 #define BATCH_MAX_CMDS 1024
 #define BATCH_MAX_BYTES (32u << 20)
 #define COMPACT_KEYS_PER_BATCH 1000
+/* Runs of free pages punched per defragment step: one step costs a
+ * freelist scan plus this many fallocate calls, a few ms at most, and
+ * writes wait for no more than one step. */
+#define DEFRAG_RANGES_PER_STEP 64
+/* How stale the in-use figure the quota checks may be. */
+#define IN_USE_REFRESH_MS 10
+#define MAX_ALARMS 64
+
+struct defrag_waiter {
+    void (*done)(void *ud, int rc, int64_t freed);
+    void *ud;
+    int rc;
+    int64_t freed;
+    struct defrag_waiter *next;
+};
 
 struct apply {
     uv_loop_t *loop;
@@ -30,6 +46,18 @@ struct apply {
     int compacting;
     _Atomic uint64_t index;
     _Atomic unsigned alarms;       /* apply_alarms() */
+    pthread_mutex_t alarm_mu;      /* alarm_list: apply thread writes */
+    apply_alarm_t alarm_list[MAX_ALARMS];
+    int n_alarms;
+    _Atomic int64_t in_use;        /* apply_in_use() */
+    uint64_t in_use_at;            /* apply thread: when in_use was read */
+    struct defrag_waiter *defrag;  /* waiting for the running defragment */
+    struct defrag_waiter *defrag_done; /* finished, for the loop */
+    uint64_t defrag_from;          /* apply thread: next page to punch */
+    int64_t defrag_freed;
+    uint64_t defrag_start_us, defrag_max_step_us;
+    int defrag_steps;
+    int defrag_restart;            /* under mu: a new waiter joined */
     _Atomic int64_t committed_rev; /* store revision after the last commit */
     int64_t notified_rev;          /* loop thread: last passed to on_commit */
     void (*on_commit)(int64_t rev);
@@ -49,14 +77,123 @@ static void set_resp(struct apply_cmd *cmd, const ProtobufCMessage *m)
     protobuf_c_message_pack(m, cmd->resp);
 }
 
+static int alarm_find(struct apply *a, uint64_t member, int type)
+{
+    for (int i = 0; i < a->n_alarms; i++)
+        if (a->alarm_list[i].member == member && a->alarm_list[i].type == type)
+            return i;
+    return -1;
+}
+
+static void alarm_mask_update(struct apply *a)
+{
+    unsigned m = 0;
+    for (int i = 0; i < a->n_alarms; i++)
+        if (a->alarm_list[i].type >= 0 && a->alarm_list[i].type < 32)
+            m |= 1u << a->alarm_list[i].type;
+    atomic_store(&a->alarms, m);
+}
+
+static const char *alarm_name(int type)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&etcdserverpb__alarm_type__descriptor, type);
+    return v ? v->name : "UNKNOWN";
+}
+
+/* etcd's applierV3backend.Alarm for ACTIVATE and DEACTIVATE: the response
+ * names the alarm (already raised or not); deactivating one that is not
+ * raised answers none. */
+static int apply_alarm(struct apply *a, struct mvcc_txn *t,
+                       const Etcdserverpb__AlarmRequest *r,
+                       Etcdserverpb__AlarmResponse *resp,
+                       Etcdserverpb__AlarmMember *m)
+{
+    int i = alarm_find(a, r->memberid, r->alarm), rc = 0;
+    m->memberid = r->memberid;
+    m->alarm = r->alarm;
+    if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE) {
+        if (i < 0) {
+            if (a->n_alarms == MAX_ALARMS)
+                return CAIRN_ETOOMANYREQUESTS;
+            if ((rc = mvcc_alarm_put(t, r->memberid, r->alarm)) != 0)
+                return rc;
+            pthread_mutex_lock(&a->alarm_mu);
+            a->alarm_list[a->n_alarms].member = r->memberid;
+            a->alarm_list[a->n_alarms].type = r->alarm;
+            a->n_alarms++;
+            pthread_mutex_unlock(&a->alarm_mu);
+            alarm_mask_update(a);
+            log_warn("alarm raised: alarm=%s from=%016" PRIx64,
+                     alarm_name(r->alarm), r->memberid);
+        }
+        resp->n_alarms = 1;
+        return 0;
+    }
+    if (r->action != ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE ||
+        i < 0)
+        return 0;
+    if ((rc = mvcc_alarm_del(t, r->memberid, r->alarm)) < 0)
+        return rc;
+    pthread_mutex_lock(&a->alarm_mu);
+    a->alarm_list[i] = a->alarm_list[--a->n_alarms];
+    pthread_mutex_unlock(&a->alarm_mu);
+    alarm_mask_update(a);
+    log_warn("alarm disarmed: alarm=%s from=%016" PRIx64, alarm_name(r->alarm),
+             r->memberid);
+    resp->n_alarms = 1;
+    return 0;
+}
+
+/* etcd's quota cost of a Txn: are there Puts among its top-level ops? */
+static int txn_puts(const Etcdserverpb__TxnRequest *r)
+{
+    for (size_t i = 0; i < r->n_success; i++)
+        if (r->success[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            return 1;
+    for (size_t i = 0; i < r->n_failure; i++)
+        if (r->failure[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            return 1;
+    return 0;
+}
+
 /* Applies one command inside the shared write txn. On error nothing of it
  * was written (requests are validated before any write). */
 static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
                      struct arena *ar, int *physical)
 {
     int rc = CAIRN_EBADMSG;
+    unsigned alarms = atomic_load(&a->alarms);
     *physical = 0;
+    /* etcd's corrupt applier refuses every write; its capped applier
+     * (NOSPACE) refuses what would grow the store. */
+    if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__CORRUPT)) &&
+        cmd->op != APPLY_ALARM)
+        return CAIRN_ECORRUPT;
+    if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE)) &&
+        (cmd->op == APPLY_PUT || cmd->op == APPLY_LEASE_GRANT))
+        return CAIRN_ECAPPED;
     switch (cmd->op) {
+    case APPLY_ALARM: {
+        Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(
+            &ar->pb, cmd->req_len, cmd->req);
+        Etcdserverpb__AlarmResponse resp = ETCDSERVERPB__ALARM_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        Etcdserverpb__AlarmMember m = ETCDSERVERPB__ALARM_MEMBER__INIT, *mp = &m;
+        if (r == NULL)
+            break;
+        resp.alarms = &mp;
+        rc = apply_alarm(a, t, r, &resp, &m);
+        if (rc == 0) {
+            fill_header(a, &h);
+            h.revision = t->rev;
+            resp.header = &h;
+            set_resp(cmd, &resp.base);
+        }
+        break;
+    }
     case APPLY_PUT: {
         Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(
             &ar->pb, cmd->req_len, cmd->req);
@@ -90,6 +227,10 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
         Etcdserverpb__TxnResponse resp;
         if (r == NULL)
             break;
+        if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE)) && txn_puts(r)) {
+            rc = CAIRN_ECAPPED;
+            break;
+        }
         rc = mvcc_txn(t, r, ar, &resp);
         if (rc == 0) {
             fill_header(a, resp.header);
@@ -187,6 +328,62 @@ static void fail_all(struct apply_cmd *head, int rc)
     }
 }
 
+static uint64_t now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+static void refresh_in_use(struct apply *a, int force)
+{
+    uint64_t now = now_us();
+    int64_t size, in_use;
+    if (!force && now - a->in_use_at < IN_USE_REFRESH_MS * 1000)
+        return;
+    mvcc_size(a->m, &size, &in_use);
+    atomic_store(&a->in_use, in_use);
+    a->in_use_at = now;
+}
+
+/* One defragment step between commits; when the pass is over, everyone
+ * waiting hears the result. */
+static void defrag_step(struct apply *a)
+{
+    uint64_t t0 = now_us();
+    if (a->defrag_steps == 0)
+        a->defrag_start_us = t0;
+    int rc = mvcc_defrag_step(a->m, &a->defrag_from, DEFRAG_RANGES_PER_STEP,
+                              &a->defrag_freed);
+    uint64_t took = now_us() - t0;
+    if (took > a->defrag_max_step_us)
+        a->defrag_max_step_us = took;
+    a->defrag_steps++;
+    if (rc == 1)
+        return;
+    log_info("finished defragment: rc=%d freed=%" PRId64 " steps=%d "
+             "took=%" PRIu64 "us longest-step=%" PRIu64 "us",
+             rc, a->defrag_freed, a->defrag_steps, now_us() - a->defrag_start_us,
+             a->defrag_max_step_us);
+    pthread_mutex_lock(&a->mu);
+    struct defrag_waiter *w = a->defrag, *last = NULL;
+    for (; w != NULL; w = w->next) {
+        w->rc = rc;
+        w->freed = a->defrag_freed;
+        last = w;
+    }
+    if (last != NULL) {
+        last->next = a->defrag_done;
+        a->defrag_done = a->defrag;
+    }
+    a->defrag = NULL;
+    pthread_mutex_unlock(&a->mu);
+    a->defrag_from = 0;
+    a->defrag_freed = 0;
+    a->defrag_steps = 0;
+    a->defrag_max_step_us = 0;
+    refresh_in_use(a, 1);
+    uv_async_send(&a->async);
+}
+
 /* One group commit over the commands in @batch (may be empty when only
  * compaction work is pending). */
 static void run_batch(struct apply *a, struct apply_cmd *batch)
@@ -268,6 +465,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     } else {
         atomic_fetch_add(&a->index, n);
         atomic_store(&a->committed_rev, t.rev);
+        refresh_in_use(a, 0);
     }
     if (phys_head != NULL) {
         phys_tail->next = a->physical;
@@ -295,7 +493,8 @@ static void *apply_main(void *arg)
         struct apply_cmd *batch = NULL, *btail = NULL;
         size_t ncmd = 0, bytes = 0;
         pthread_mutex_lock(&a->mu);
-        while (a->q_head == NULL && !a->stopping && !a->compacting)
+        while (a->q_head == NULL && !a->stopping && !a->compacting &&
+               a->defrag == NULL)
             pthread_cond_wait(&a->cv, &a->mu);
         while (a->q_head != NULL && ncmd < BATCH_MAX_CMDS &&
                bytes < BATCH_MAX_BYTES) {
@@ -313,10 +512,18 @@ static void *apply_main(void *arg)
             bytes += c->req_len;
         }
         int stop = a->stopping && a->q_head == NULL && batch == NULL;
+        int defrag = a->defrag != NULL && !a->stopping;
+        if (a->defrag_restart) {
+            a->defrag_from = 0;
+            a->defrag_restart = 0;
+        }
         pthread_mutex_unlock(&a->mu);
         if (stop)
             break;
-        run_batch(a, batch);
+        if (batch != NULL || a->compacting)
+            run_batch(a, batch);
+        if (defrag)
+            defrag_step(a);
     }
     return NULL;
 }
@@ -332,14 +539,33 @@ static void on_async(uv_async_t *h)
     }
     pthread_mutex_lock(&a->mu);
     struct apply_cmd *c = a->done_head;
+    struct defrag_waiter *w = a->defrag_done;
     a->done_head = a->done_tail = NULL;
+    a->defrag_done = NULL;
     pthread_mutex_unlock(&a->mu);
+    while (w != NULL) {
+        struct defrag_waiter *next = w->next;
+        w->done(w->ud, w->rc, w->freed);
+        cairn_free(w);
+        w = next;
+    }
     while (c != NULL) {
         struct apply_cmd *next = c->next;
         c->next = NULL;
         c->done(c);
         c = next;
     }
+}
+
+static int restore_alarm(void *ud, uint64_t member, int type)
+{
+    struct apply *a = ud;
+    if (a->n_alarms == MAX_ALARMS || alarm_find(a, member, type) >= 0)
+        return 0;
+    a->alarm_list[a->n_alarms].member = member;
+    a->alarm_list[a->n_alarms].type = type;
+    a->n_alarms++;
+    return 0;
 }
 
 int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
@@ -351,6 +577,7 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     a->m = m;
     a->hdr = *h;
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->alarm_mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     uv_async_init(loop, &a->async, on_async);
     a->async.data = a;
@@ -360,8 +587,11 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
         a->notified_rev = t.rev;
         atomic_store(&a->committed_rev, t.rev);
         atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "index", 0));
+        mvcc_alarms(&t, restore_alarm, a);
         mvcc_read_end(&t);
     }
+    alarm_mask_update(a);
+    refresh_in_use(a, 1);
     if (pthread_create(&a->thread, NULL, apply_main, a) != 0) {
         uv_close((uv_handle_t *)&a->async, NULL);
         cairn_free(a);
@@ -403,6 +633,17 @@ void apply_stop(struct apply *a)
     pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
+    /* A defragment in progress is abandoned; its waiters hear so. */
+    for (struct defrag_waiter *w = a->defrag; w != NULL; w = w->next)
+        w->rc = CAIRN_ESTOPPED;
+    if (a->defrag != NULL) {
+        struct defrag_waiter *last = a->defrag;
+        while (last->next)
+            last = last->next;
+        last->next = a->defrag_done;
+        a->defrag_done = a->defrag;
+        a->defrag = NULL;
+    }
     /* Physical compactions still waiting: report what they wait for has
      * been interrupted; the compaction itself is recorded and resumes. */
     if (a->physical) {
@@ -415,6 +656,7 @@ void apply_stop(struct apply *a)
     on_async(&a->async);
     uv_close((uv_handle_t *)&a->async, on_async_closed);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->alarm_mu);
     pthread_cond_destroy(&a->cv);
 }
 
@@ -435,4 +677,33 @@ uint64_t apply_index(struct apply *a)
 unsigned apply_alarms(struct apply *a)
 {
     return a->alarms;
+}
+
+int apply_alarm_list(struct apply *a, apply_alarm_t *out, int max)
+{
+    pthread_mutex_lock(&a->alarm_mu);
+    int n = a->n_alarms < max ? a->n_alarms : max;
+    memcpy(out, a->alarm_list, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&a->alarm_mu);
+    return n;
+}
+
+int64_t apply_in_use(struct apply *a)
+{
+    return atomic_load(&a->in_use);
+}
+
+void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed),
+                  void *ud)
+{
+    struct defrag_waiter *w = cairn_calloc(1, sizeof *w);
+    w->done = done;
+    w->ud = ud;
+    pthread_mutex_lock(&a->mu);
+    w->next = a->defrag;
+    a->defrag = w;
+    /* pages freed since a running pass began are behind its cursor */
+    a->defrag_restart = 1;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
 }

@@ -23,6 +23,7 @@ enum apply_op {
     APPLY_COMPACT,
     APPLY_LEASE_GRANT,  /* LeaseGrantRequest with its ID and TTL decided */
     APPLY_LEASE_REVOKE, /* a client's LeaseRevoke or an expiry */
+    APPLY_ALARM,        /* AlarmRequest ACTIVATE or DEACTIVATE */
 };
 
 struct apply_cmd {
@@ -57,9 +58,28 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd);
 /* Finishes queued commands, stops the thread. Their done() still runs. */
 void apply_stop(struct apply *a);
 void apply_cmd_free(struct apply_cmd *cmd);
-/* Active alarms of this member as a bit mask: bit (1u << t) for each
- * etcdserverpb AlarmType t raised (NOSPACE = 1, CORRUPT = 2). Any thread. */
+/* Active alarms as a bit mask: bit (1u << t) for each etcdserverpb
+ * AlarmType t raised on any member (NOSPACE = 1, CORRUPT = 2). While
+ * NOSPACE is raised, Put, Txn with a Put and LeaseGrant fail with
+ * CAIRN_ENOSPACE; while CORRUPT is, every write fails with CAIRN_ECORRUPT
+ * (etcd's capped and corrupt appliers). Any thread. */
 unsigned apply_alarms(struct apply *a);
+/* The raised alarms (member, type), at most @max; returns the count. */
+typedef struct {
+    uint64_t member;
+    int type;
+} apply_alarm_t;
+int apply_alarm_list(struct apply *a, apply_alarm_t *out, int max);
+
+/* Bytes of store pages in use, as of the last commit (the quota's
+ * measure). Any thread. */
+int64_t apply_in_use(struct apply *a);
+
+/* Online defragment: runs in bounded steps between group commits (writes
+ * wait at most one step), then calls @done on the loop with 0 or an error
+ * and the bytes returned to the OS. */
+void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed),
+                  void *ud);
 /* Commands applied so far (for status: raft index). */
 uint64_t apply_index(struct apply *a);
 

@@ -70,7 +70,13 @@ enum grpc_code {
     X(CAIRN_ELEASEEXISTS, -1024, GRPC_FAILED_PRECONDITION,                       \
       "etcdserver: lease already exists")                                        \
     X(CAIRN_ELEASETTLTOOLARGE, -1025, GRPC_OUT_OF_RANGE,                         \
-      "etcdserver: too large lease TTL")
+      "etcdserver: too large lease TTL")                                         \
+    X(CAIRN_ECORRUPT, -1026, GRPC_DATA_LOSS, "etcdserver: corrupt cluster")      \
+    X(CAIRN_EBADTRANSFEREE, -1027, GRPC_FAILED_PRECONDITION,                     \
+      "etcdserver: bad leader transferee")                                       \
+    /* the NOSPACE alarm refusing a request (ENOSPACE is the store full) */      \
+    X(CAIRN_ECAPPED, -1028, GRPC_RESOURCE_EXHAUSTED,                             \
+      "etcdserver: mvcc: database space exceeded")
 
 enum cairn_err {
 #define CAIRN_ERR_ENUM(name, val, code, msg) name = val,

@@ -49,8 +49,37 @@ struct mvcc_txn {
 int mvcc_open(const char *dir, size_t map_size, struct mvcc **out);
 void mvcc_close(struct mvcc *m);
 
-/* Bytes the store's file occupies, and bytes of pages in use. */
+/* Bytes the store's file occupies on disk, and bytes of pages in use
+ * (LMDB's freelist excluded: compaction frees, later writes reuse). */
 void mvcc_size(struct mvcc *m, int64_t *db_size, int64_t *in_use);
+
+/* Online defragment, one bounded step: returns the disk blocks of free
+ * pages no snapshot can reach to the OS (hole punching; LMDB rewrites a
+ * reused page whole, never reads it first). At most @max_ranges runs of
+ * pages from page *@from on. Only where no write txn can be open (the apply
+ * thread between commits). Returns 1 when more remain (*@from set), 0 when
+ * done, or an error (CAIRN_EUNIMPLEMENTED: the filesystem cannot). */
+int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int max_ranges,
+                     int64_t *punched);
+
+/* etcd's Maintenance.HashKV: crc32c over the revisions up to @rev (0 =
+ * current) as etcd's key bucket holds them. CAIRN_ECOMPACTED when @rev is
+ * at or below the compaction, CAIRN_EFUTUREREV above the current revision.
+ * @compact_rev: the compacted revision (-1: none). */
+int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
+                 int64_t *compact_rev);
+/* Maintenance.Hash: the whole store (records and leases) in etcd's
+ * encodings; equal stores hash equal (not etcd's number: etcd hashes its
+ * own file layout). */
+int mvcc_hash(struct mvcc_txn *t, uint32_t *hash);
+uint32_t mvcc_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* Alarms raised on members (etcdserverpb AlarmType), kept across restarts.
+ * Del returns 1 when there was no such alarm. */
+int mvcc_alarm_put(struct mvcc_txn *t, uint64_t member, int type);
+int mvcc_alarm_del(struct mvcc_txn *t, uint64_t member, int type);
+typedef int (*mvcc_alarm_fn)(void *ud, uint64_t member, int type);
+int mvcc_alarms(struct mvcc_txn *t, mvcc_alarm_fn fn, void *ud);
 
 int mvcc_read_begin(struct mvcc *m, struct mvcc_txn *t);
 void mvcc_read_end(struct mvcc_txn *t);

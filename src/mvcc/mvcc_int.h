@@ -33,6 +33,9 @@ uint64_t mvcc__get_be64(const uint8_t *p);
 void mvcc__rev_encode(uint8_t out[MVCC_IDXLEN], struct mvcc_rev r);
 struct mvcc_rev mvcc__rev_decode(const uint8_t *p);
 
+/* data.mdb's size on disk (allocated blocks, at most its length). */
+int64_t mvcc__file_size(struct mvcc *m);
+
 /* Translates an LMDB return code to a cairn code. */
 int mvcc__err(int rc);
 

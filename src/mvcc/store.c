@@ -155,20 +155,18 @@ void mvcc_close(struct mvcc *m)
     cairn_free(m);
 }
 
-void mvcc_size(struct mvcc *m, int64_t *db_size, int64_t *in_use)
+/* The file's size as the disk holds it: blocks a defragment punched out
+ * of it are not counted (etcd reports what is physically allocated). */
+int64_t mvcc__file_size(struct mvcc *m)
 {
     char path[4096];
     struct stat st;
-    MDB_envinfo info;
-    MDB_stat ms;
 
     snprintf(path, sizeof path, "%s/data.mdb", m->path);
-    *db_size = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
-    mdb_env_info(m->env, &info);
-    mdb_env_stat(m->env, &ms);
-    *in_use = (int64_t)(info.me_last_pgno + 1) * ms.ms_psize;
-    if (*in_use > *db_size)
-        *in_use = *db_size;
+    if (stat(path, &st) != 0)
+        return 0;
+    int64_t alloc = (int64_t)st.st_blocks * 512;
+    return alloc < (int64_t)st.st_size ? alloc : (int64_t)st.st_size;
 }
 
 static int load_revs(struct mvcc_txn *t)

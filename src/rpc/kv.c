@@ -91,7 +91,9 @@ void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = mvcc_check_put(r)) != 0) {
+    /* etcd checks the quota before validating */
+    if ((rc = rpc_quota_check(rpc_cost_put(r))) != 0 ||
+        (rc = mvcc_check_put(r)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }
@@ -291,7 +293,8 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0) {
+    if ((rc = rpc_quota_check(rpc_cost_txn(r))) != 0 ||
+        (rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }

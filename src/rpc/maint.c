@@ -1,11 +1,91 @@
-/* Maintenance.Status/Alarm, Cluster.MemberList and grpc.health.v1: enough
- * for etcdctl's endpoint and member commands and kube-apiserver's checks. */
+/* Maintenance (Status, Alarm and the quota, Hash, HashKV, Defragment,
+ * MoveLeader), Cluster.MemberList and grpc.health.v1. */
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "core/log.h"
+#include "core/mem.h"
 #include "rpc/rpc.h"
 
 #define DEFAULT_QUOTA ((int64_t)2 << 30)
+
+int64_t rpc_quota_bytes(void)
+{
+    int64_t q = srv->cfg.quota_backend_bytes;
+    return q == 0 ? DEFAULT_QUOTA : q < 0 ? 0 : q;
+}
+
+/* etcd's quota costs (etcdserver/quota.go): a Put is its key and value
+ * plus 256 bytes of metadata, a Txn its larger branch, a lease 64. */
+#define KV_OVERHEAD 256
+#define LEASE_OVERHEAD 64
+
+int64_t rpc_cost_put(const Etcdserverpb__PutRequest *r)
+{
+    return KV_OVERHEAD + (int64_t)r->key.len + (int64_t)r->value.len;
+}
+
+int64_t rpc_cost_txn(const Etcdserverpb__TxnRequest *r)
+{
+    int64_t s = 0, f = 0;
+    for (size_t i = 0; i < r->n_success; i++)
+        if (r->success[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            s += rpc_cost_put(r->success[i]->request_put);
+    for (size_t i = 0; i < r->n_failure; i++)
+        if (r->failure[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+            f += rpc_cost_put(r->failure[i]->request_put);
+    return s > f ? s : f;
+}
+
+int64_t rpc_cost_lease(void)
+{
+    return LEASE_OVERHEAD;
+}
+
+static void alarm_raised(struct apply_cmd *cmd)
+{
+    apply_cmd_free(cmd);
+}
+
+/* etcd's quota check before a write is proposed: when the write would not
+ * fit, NOSPACE is raised for this member and the write refused. The store's
+ * pages in use are the measure (etcd uses the file size), so space that
+ * compaction frees counts at once, without a defragment. */
+int rpc_quota_check(int64_t cost)
+{
+    int64_t q = rpc_quota_bytes();
+    if (q == 0 || cost == 0 || apply_in_use(srv->apply) + cost < q)
+        return 0;
+    if (!(apply_alarms(srv->apply) & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE))) {
+        Etcdserverpb__AlarmRequest r = ETCDSERVERPB__ALARM_REQUEST__INIT;
+        struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
+        r.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
+        r.memberid = srv->member_id;
+        r.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
+        cmd->op = APPLY_ALARM;
+        cmd->req_len = etcdserverpb__alarm_request__get_packed_size(&r);
+        cmd->req = cairn_malloc(cmd->req_len + 1);
+        etcdserverpb__alarm_request__pack(&r, cmd->req);
+        cmd->done = alarm_raised;
+        apply_submit(srv->apply, cmd);
+    }
+    return CAIRN_ECAPPED;
+}
+
+/* gogoproto's String() of an AlarmMember, which etcd puts in
+ * Status.errors. */
+static char *alarm_string(struct arena *a, uint64_t member, int type)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &etcdserverpb__alarm_type__descriptor, type);
+    char *s = arena_alloc(a, 96);
+    snprintf(s, 96, "memberID:%" PRIu64 " alarm:%s ", member, v ? v->name : "?");
+    return s;
+}
 
 void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
@@ -13,6 +93,7 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
         etcdserverpb__status_request__unpack(&c->arena.pb, len, msg);
     Etcdserverpb__StatusResponse resp = ETCDSERVERPB__STATUS_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    apply_alarm_t al[16];
     int64_t size, in_use;
 
     if (r == NULL) {
@@ -29,30 +110,218 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
     resp.raftterm = srv->raft_term;
     resp.raftindex = apply_index(srv->apply);
     resp.raftappliedindex = resp.raftindex;
-    resp.dbsizequota = srv->cfg.quota_backend_bytes > 0
-                           ? srv->cfg.quota_backend_bytes
-                           : DEFAULT_QUOTA;
+    resp.dbsizequota = rpc_quota_bytes();
     resp.storageversion = CAIRN_ETCD_CLUSTER_VERSION;
+    resp.n_errors = (size_t)apply_alarm_list(srv->apply, al, 16);
+    resp.errors = arena_alloc(&c->arena, (resp.n_errors + 1) * sizeof(char *));
+    for (size_t i = 0; i < resp.n_errors; i++)
+        resp.errors[i] = alarm_string(&c->arena, al[i].member, al[i].type);
     grpc_send_pb(c, &resp);
     grpc_finish(c, GRPC_OK, NULL);
 }
 
-/* No alarm can be raised yet (the quota is not enforced), so GET and
- * DEACTIVATE answer the empty list; ACTIVATE is not built. */
+/* GET answers from the raised alarms (all, or those of one type);
+ * ACTIVATE and DEACTIVATE go through the write path, as in etcd. */
 void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__AlarmRequest *r =
         etcdserverpb__alarm_request__unpack(&c->arena.pb, len, msg);
     Etcdserverpb__AlarmResponse resp = ETCDSERVERPB__ALARM_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    apply_alarm_t al[64];
 
     if (r == NULL) {
         rpc_bad_message(c);
         return;
     }
-    if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE) {
-        grpc_finish(c, GRPC_UNIMPLEMENTED,
-                    "cairn: raising alarms is not implemented yet");
+    if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE ||
+        r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE) {
+        rpc_submit(c, APPLY_ALARM, msg, len, rpc_write_done);
+        return;
+    }
+    int n = apply_alarm_list(srv->apply, al, 64);
+    resp.alarms = arena_alloc(&c->arena, (size_t)(n + 1) * sizeof *resp.alarms);
+    for (int i = 0; i < n; i++) {
+        if (r->alarm != ETCDSERVERPB__ALARM_TYPE__NONE && al[i].type != (int)r->alarm)
+            continue;
+        Etcdserverpb__AlarmMember *m = arena_alloc(&c->arena, sizeof *m);
+        etcdserverpb__alarm_member__init(m);
+        m->memberid = al[i].member;
+        m->alarm = al[i].type;
+        resp.alarms[resp.n_alarms++] = m;
+    }
+    rpc_header(&h, rpc_current_rev());
+    resp.header = &h;
+    grpc_send_pb(c, &resp);
+    grpc_finish(c, GRPC_OK, NULL);
+}
+
+/* Hash and HashKV read the whole store: on the thread pool. */
+struct hash_job {
+    uv_work_t work;
+    struct grpc_call *c; /* NULL once the call has gone */
+    int kv;              /* HashKV */
+    int64_t rev, compact_rev, cur_rev;
+    uint32_t hash;
+    int rc;
+};
+
+static void hash_job_cancel(struct grpc_call *c)
+{
+    struct hash_job *j = c->ud;
+    if (j != NULL)
+        j->c = NULL;
+    c->ud = NULL;
+}
+
+static void hash_work(uv_work_t *w)
+{
+    struct hash_job *j = (struct hash_job *)w;
+    struct mvcc_txn t;
+    if ((j->rc = mvcc_read_begin(srv->mvcc, &t)) != 0)
+        return;
+    j->cur_rev = t.rev;
+    j->rc = j->kv ? mvcc_hash_kv(&t, j->rev, &j->hash, &j->compact_rev)
+                  : mvcc_hash(&t, &j->hash);
+    mvcc_read_end(&t);
+}
+
+static void hash_after(uv_work_t *w, int status)
+{
+    struct hash_job *j = (struct hash_job *)w;
+    struct grpc_call *c = j->c;
+    (void)status;
+    if (c != NULL) {
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        rpc_header(&h, j->cur_rev);
+        if (j->rc != 0) {
+            grpc_finish_err(c, j->rc);
+        } else if (j->kv) {
+            Etcdserverpb__HashKVResponse resp = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
+            resp.header = &h;
+            resp.hash = j->hash;
+            resp.compact_revision = j->compact_rev;
+            grpc_send_pb(c, &resp);
+            grpc_finish(c, GRPC_OK, NULL);
+        } else {
+            Etcdserverpb__HashResponse resp = ETCDSERVERPB__HASH_RESPONSE__INIT;
+            resp.header = &h;
+            resp.hash = j->hash;
+            grpc_send_pb(c, &resp);
+            grpc_finish(c, GRPC_OK, NULL);
+        }
+    }
+    cairn_free(j);
+}
+
+static void hash_start(struct grpc_call *c, int kv, int64_t rev)
+{
+    struct hash_job *j = cairn_calloc(1, sizeof *j);
+    j->c = c;
+    j->kv = kv;
+    j->rev = rev;
+    c->ud = j;
+    c->on_cancel = hash_job_cancel;
+    if (uv_queue_work(srv->loop, &j->work, hash_work, hash_after) != 0) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        cairn_free(j);
+        grpc_finish_err(c, CAIRN_ESTORE);
+    }
+}
+
+void rpc_maint_hash(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__HashRequest *r =
+        etcdserverpb__hash_request__unpack(&c->arena.pb, len, msg);
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    hash_start(c, 0, 0);
+}
+
+void rpc_maint_hashkv(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__HashKVRequest *r =
+        etcdserverpb__hash_kvrequest__unpack(&c->arena.pb, len, msg);
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    hash_start(c, 1, r->revision);
+}
+
+struct defrag_req {
+    struct grpc_call *c; /* NULL once the call has gone */
+};
+
+static void defrag_cancel(struct grpc_call *c)
+{
+    struct defrag_req *d = c->ud;
+    if (d != NULL)
+        d->c = NULL;
+    c->ud = NULL;
+}
+
+static void defrag_done(void *ud, int rc, int64_t freed)
+{
+    struct defrag_req *d = ud;
+    struct grpc_call *c = d->c;
+    (void)freed;
+    if (c != NULL) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        if (rc != 0) {
+            grpc_finish_err(c, rc);
+        } else {
+            Etcdserverpb__DefragmentResponse resp =
+                ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
+            Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+            rpc_header(&h, rpc_current_rev());
+            resp.header = &h;
+            grpc_send_pb(c, &resp);
+            grpc_finish(c, GRPC_OK, NULL);
+        }
+    }
+    cairn_free(d);
+}
+
+/* Online: free pages go back to the OS in short steps between commits;
+ * writes go on (etcd's Defragment rewrites the file and blocks them). */
+void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__DefragmentRequest *r =
+        etcdserverpb__defragment_request__unpack(&c->arena.pb, len, msg);
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    struct defrag_req *d = cairn_calloc(1, sizeof *d);
+    d->c = c;
+    c->ud = d;
+    c->on_cancel = defrag_cancel;
+    log_info("starting defragment");
+    apply_defrag(srv->apply, defrag_done, d);
+}
+
+/* One member is always its own leader: moving leadership to itself is done
+ * at once (as raft ignores a transfer to the leader); any other target is
+ * not a member. */
+void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__MoveLeaderRequest *r =
+        etcdserverpb__move_leader_request__unpack(&c->arena.pb, len, msg);
+    Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    if (r->targetid != srv->member_id) {
+        grpc_finish_err(c, CAIRN_EBADTRANSFEREE);
         return;
     }
     rpc_header(&h, rpc_current_rev());

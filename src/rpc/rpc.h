@@ -28,6 +28,19 @@ void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 
 void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_maint_hash(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_maint_hashkv(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len);
+
+/* The backend quota (--quota-backend-bytes; 0 when disabled) and etcd's
+ * cost of a request against it. rpc_quota_check() returns 0 or
+ * CAIRN_ECAPPED after raising the NOSPACE alarm. */
+int64_t rpc_quota_bytes(void);
+int64_t rpc_cost_put(const Etcdserverpb__PutRequest *r);
+int64_t rpc_cost_txn(const Etcdserverpb__TxnRequest *r);
+int64_t rpc_cost_lease(void);
+int rpc_quota_check(int64_t cost);
 void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
                              size_t len);
 void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);

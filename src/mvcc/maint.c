@@ -110,8 +110,8 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
         return CAIRN_EFUTUREREV;
     if (rev == 0)
         rev = t->rev;
-    rc = mvcc__index_visit(t, (const uint8_t *)"\0", 1, (const uint8_t *)"\0",
-                           1, 1, rev, any_alive, &keep_any);
+    rc = mvcc__index_visit(t, (const uint8_t *)"\0", 1, (const uint8_t *)"", 0,
+                           1, rev, any_alive, &keep_any); /* every key */
     if (rc != 0)
         return rc;
     if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)

@@ -324,7 +324,7 @@ void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, CAIRN_EBADTRANSFEREE);
         return;
     }
-    rpc_header(&h, rpc_current_rev());
+    rpc_header(&h, 0); /* etcd leaves the revision out */
     resp.header = &h;
     grpc_send_pb(c, &resp);
     grpc_finish(c, GRPC_OK, NULL);

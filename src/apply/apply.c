@@ -707,3 +707,8 @@ void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed)
     pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
 }
+
+int64_t apply_rev(struct apply *a)
+{
+    return atomic_load(&a->committed_rev);
+}

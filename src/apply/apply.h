@@ -80,6 +80,8 @@ int64_t apply_in_use(struct apply *a);
  * and the bytes returned to the OS. */
 void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed),
                   void *ud);
+/* The store's revision after the last commit. Any thread. */
+int64_t apply_rev(struct apply *a);
 /* Commands applied so far (for status: raft index). */
 uint64_t apply_index(struct apply *a);
 

@@ -334,3 +334,8 @@ int config_split(char *list, char **out, int max)
     }
     return n;
 }
+
+int config_duration_ms(const char *v, int64_t *ms)
+{
+    return parse_duration(v, ms);
+}

@@ -48,6 +48,9 @@ struct config {
 int config_parse(struct config *c, int argc, char **argv);
 void config_usage(FILE *out);
 
+/* Go's time.ParseDuration to millisecond precision. 0 or -1. */
+int config_duration_ms(const char *v, int64_t *ms);
+
 /* Splits a comma-separated list in place into @out; returns the count. */
 int config_split(char *list, char **out, int max);
 

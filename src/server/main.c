@@ -14,6 +14,7 @@
 #include "lease/lease.h"
 #include "net/net.h"
 #include "rpc/rpc.h"
+#include "server/compactor.h"
 #include "server/server.h"
 #include "watch/watch.h"
 
@@ -169,6 +170,7 @@ static void on_signal(uv_signal_t *h, int signum)
     log_info("server: received signal %d, shutting down", signum);
     watch_shutdown(); /* watch streams would hold connections open */
     lease_shutdown();
+    server_compactor_stop();
     net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
 }
 
@@ -231,6 +233,10 @@ int main(int argc, char **argv)
         log_error("server: cannot start the apply thread");
         return 1;
     }
+    if (server_compactor_start(server.loop, server.apply,
+                               server.cfg.auto_compaction_mode,
+                               server.cfg.auto_compaction_retention) != 0)
+        return 2;
     struct watch_opts wo = {server.cluster_id, server.member_id,
                             server.raft_term,
                             /* etcd: MaxRequestBytes + grpcOverheadBytes */

@@ -15,10 +15,9 @@
 #define BATCH_MAX_CMDS 1024
 #define BATCH_MAX_BYTES (32u << 20)
 #define COMPACT_KEYS_PER_BATCH 1000
-/* Runs of free pages punched per defragment step: one step costs a
- * freelist scan plus this many fallocate calls, a few ms at most, and
- * writes wait for no more than one step. */
-#define DEFRAG_RANGES_PER_STEP 64
+/* Time one defragment step may punch holes for: with the freelist scan
+ * before it, writes wait a few ms at most. */
+#define DEFRAG_STEP_US 2000
 /* How stale the in-use figure the quota checks may be. */
 #define IN_USE_REFRESH_MS 10
 #define MAX_ALARMS 64
@@ -351,7 +350,7 @@ static void defrag_step(struct apply *a)
     uint64_t t0 = now_us();
     if (a->defrag_steps == 0)
         a->defrag_start_us = t0;
-    int rc = mvcc_defrag_step(a->m, &a->defrag_from, DEFRAG_RANGES_PER_STEP,
+    int rc = mvcc_defrag_step(a->m, &a->defrag_from, DEFRAG_STEP_US,
                               &a->defrag_freed);
     uint64_t took = now_us() - t0;
     if (took > a->defrag_max_step_us)

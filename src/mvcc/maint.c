@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "core/err.h"
 #include "core/mem.h"
 #include "mvcc/mvcc_int.h"
@@ -312,13 +314,15 @@ static int oldest_reader(const char *msg, void *ud)
     return 0;
 }
 
+#define DEFRAG_CHUNK_PAGES 256 /* 1 MiB of 4 KiB pages */
+
 static int cmp_pgno(const void *a, const void *b)
 {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
 }
 
-int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int max_ranges,
+int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int64_t budget_us,
                      int64_t *punched)
 {
     MDB_txn *txn;
@@ -375,12 +379,14 @@ int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int max_ranges,
         return mvcc__err(rc);
     }
     qsort(pg, n, sizeof *pg, cmp_pgno);
-    int ranges = 0;
+    /* Freeing extents costs time in the filesystem: punch at most
+     * DEFRAG_CHUNK_PAGES at a time and stop once the budget is spent. */
+    uint64_t t0 = uv_hrtime();
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
-        while (j < n && pg[j] == pg[j - 1] + 1)
+        while (j < n && pg[j] == pg[j - 1] + 1 && j - i < DEFRAG_CHUNK_PAGES)
             j++;
-        if (ranges == max_ranges) {
+        if ((int64_t)(uv_hrtime() - t0) / 1000 >= budget_us) {
             more = 1;
             *from = pg[i];
             break;
@@ -393,7 +399,6 @@ int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int max_ranges,
             return rc;
         }
         *punched += len;
-        ranges++;
         i = j;
     }
     cairn_free(pg);

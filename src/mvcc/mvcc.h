@@ -55,11 +55,11 @@ void mvcc_size(struct mvcc *m, int64_t *db_size, int64_t *in_use);
 
 /* Online defragment, one bounded step: returns the disk blocks of free
  * pages no snapshot can reach to the OS (hole punching; LMDB rewrites a
- * reused page whole, never reads it first). At most @max_ranges runs of
- * pages from page *@from on. Only where no write txn can be open (the apply
- * thread between commits). Returns 1 when more remain (*@from set), 0 when
- * done, or an error (CAIRN_EUNIMPLEMENTED: the filesystem cannot). */
-int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int max_ranges,
+ * reused page whole, never reads it first), from page *@from on, for about
+ * @budget_us. Only where no write txn can be open (the apply thread
+ * between commits). Returns 1 when more remain (*@from set), 0 when done,
+ * or an error (CAIRN_EUNIMPLEMENTED: the filesystem cannot). */
+int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int64_t budget_us,
                      int64_t *punched);
 
 /* etcd's Maintenance.HashKV: crc32c over the revisions up to @rev (0 =

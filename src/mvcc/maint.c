@@ -378,7 +378,8 @@ int mvcc_defrag_step(struct mvcc *m, uint64_t *from, int64_t budget_us,
         cairn_free(pg);
         return mvcc__err(rc);
     }
-    qsort(pg, n, sizeof *pg, cmp_pgno);
+    if (n > 0)
+        qsort(pg, n, sizeof *pg, cmp_pgno);
     /* Freeing extents costs time in the filesystem: punch at most
      * DEFRAG_CHUNK_PAGES at a time and stop once the budget is spent. */
     uint64_t t0 = uv_hrtime();

@@ -93,6 +93,7 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
         etcdserverpb__status_request__unpack(&c->arena.pb, len, msg);
     Etcdserverpb__StatusResponse resp = ETCDSERVERPB__STATUS_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    Etcdserverpb__DowngradeInfo dg = ETCDSERVERPB__DOWNGRADE_INFO__INIT;
     apply_alarm_t al[16];
     int64_t size, in_use;
 
@@ -112,6 +113,7 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
     resp.raftappliedindex = resp.raftindex;
     resp.dbsizequota = rpc_quota_bytes();
     resp.storageversion = CAIRN_ETCD_CLUSTER_VERSION;
+    resp.downgradeinfo = &dg; /* etcd 3.6 always sends it; none running */
     resp.n_errors = (size_t)apply_alarm_list(srv->apply, al, 16);
     resp.errors = arena_alloc(&c->arena, (resp.n_errors + 1) * sizeof(char *));
     for (size_t i = 0; i < resp.n_errors; i++)

@@ -7,6 +7,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "metrics/metrics.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "lease/lease.h"
 #include "net/net.h"
@@ -153,6 +154,7 @@ void lease_revoked(int64_t id)
     struct lease *l = find(id), **pp;
     if (l == NULL)
         return;
+    metrics_lease_revoked(); /* once per lease: client revoke or expiry */
     size_t i = l->heap_idx;
     ls.n--;
     if (i != ls.n) {
@@ -176,6 +178,7 @@ int lease_renew(int64_t id, int64_t *ttl)
     l->seq = ++ls.seq;
     heap_fix(l->heap_idx);
     *ttl = l->ttl;
+    metrics_lease_renewed();
     return 0;
 }
 

@@ -398,10 +398,13 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
         memcpy(c->grpc_encoding, value, n);
         c->grpc_encoding[n] = 0;
     } else if (IS("client-api-version")) {
-        size_t n = vlen < sizeof c->api_version - 1 ? vlen
-                                                    : sizeof c->api_version - 1;
-        memcpy(c->api_version, value, n);
-        c->api_version[n] = 0;
+        /* A metrics label: never a truncated (untrue) version. */
+        if (vlen < sizeof c->api_version) {
+            memcpy(c->api_version, value, vlen);
+            c->api_version[vlen] = 0;
+        } else {
+            strcpy(c->api_version, "other");
+        }
     } else if (IS("hasleader")) {
         c->has_leader_md = vlen == 4 && memcmp(value, "true", 4) == 0;
     }

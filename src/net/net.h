@@ -37,7 +37,7 @@ struct grpc_call {
     char grpc_encoding[32];
     int64_t deadline_ms;   /* monotonic ms; 0 = none */
     int has_leader_md;     /* client sent hasleader: true */
-    char api_version[16];  /* client-api-version metadata, for metrics */
+    char api_version[32];  /* client-api-version metadata, for metrics */
     int metrics_method;    /* metrics_grpc_started(); 0 = not counted */
     int long_lived;        /* a stream that ends only when told: ended with
                               UNAVAILABLE at shutdown */

@@ -412,3 +412,35 @@ def test_metrics_listener(server_factory, oracle):
         ch.close()
     # while the client port still serves it
     s.kv.Range(pb.RangeRequest(key=b"a"), timeout=10)
+
+
+def test_health_on_nospace_alarm(server_factory):
+    """A full quota raises NOSPACE: /health fails with etcd's reason unless
+    ?exclude=NOSPACE; /livez and /readyz do not look at NOSPACE (etcd 3.6:
+    /readyz checks only CORRUPT)."""
+    s = server_factory(extra_args=["--quota-backend-bytes", str(1 << 20)])
+    port = s.client_port
+    full = False
+    for i in range(100):  # 10 MiB at most against a 1 MiB quota
+        try:
+            s.kv.Put(pb.PutRequest(key=b"fill%d" % i, value=b"x" * 100000),
+                     timeout=10)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            full = True
+            break
+    if not full:
+        pytest.skip("this build does not enforce --quota-backend-bytes")
+    before = scrape(port).value("etcd_server_health_failures")
+    status, ctype, body = http_req(port, "/health")
+    want = '{"health":"false"}' if is_etcd(s.binary) else \
+        '{"health":"false","reason":"ALARM NOSPACE"}'
+    assert (status, body.strip()) == (503, want)
+    if not is_etcd(s.binary):  # 3.4 counts failures only for some causes
+        assert scrape(port).value("etcd_server_health_failures") == before + 1
+    status, _, body = http_req(port, "/health?exclude=NOSPACE")
+    assert status == 200 and json.loads(body)["health"] == "true", body
+    if not is_etcd(s.binary):
+        assert body == '{"health":"true","reason":""}'
+        assert http_req(port, "/livez")[::2] == (200, "ok\n")
+        assert http_req(port, "/readyz?verbose")[0] == 200

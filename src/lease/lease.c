@@ -7,9 +7,9 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
-#include "metrics/metrics.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "lease/lease.h"
+#include "metrics/metrics.h"
 #include "net/net.h"
 
 #define LEASE_TICK_MS 100

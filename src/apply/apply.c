@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "metrics/metrics.h"
 
 /* Bounds on one group commit: enough to amortise the fsync, small enough
  * to keep latency and the LMDB txn's dirty pages in check. */
@@ -400,9 +401,11 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
         struct apply_cmd *c = batch, *next;
         for (; c != NULL; c = next) {
             int physical = 0;
+            int64_t t0 = metrics_now_ns();
             next = c->next;
             c->next = NULL;
             c->rc = fatal ? fatal : apply_one(a, &t, c, &ar, &physical);
+            metrics_apply_observe(t0);
             if (is_store_error(c->rc))
                 fatal = c->rc;
             mvcc_cmd_end(&t);
@@ -438,9 +441,11 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
             }
             a->compacting = more > 0;
         }
-        if (rc == 0)
-            rc = mvcc_write_commit(&t);
-        else if (fatal == 0)
+        if (rc == 0) {
+            int64_t t0 = metrics_now_ns();
+            rc = mvcc_write_commit(&t); /* page writes + fsync: the batch's */
+            metrics_commit_observe(t0);
+        } else if (fatal == 0)
             mvcc_write_abort(&t);
     }
     if (rc != 0) {
@@ -551,6 +556,7 @@ static void on_async(uv_async_t *h)
     while (c != NULL) {
         struct apply_cmd *next = c->next;
         c->next = NULL;
+        metrics_proposal_done(c->rc);
         c->done(c);
         c = next;
     }
@@ -609,6 +615,7 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd)
 {
     cmd->next = NULL;
     cmd->rc = 0;
+    metrics_proposal_submitted();
     pthread_mutex_lock(&a->mu);
     if (a->q_tail)
         a->q_tail->next = cmd;

@@ -9,6 +9,7 @@
 #include "core/mem.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "lease/lease.h"
+#include "metrics/metrics.h"
 #include "net/net.h"
 
 #define LEASE_TICK_MS 100
@@ -153,6 +154,7 @@ void lease_revoked(int64_t id)
     struct lease *l = find(id), **pp;
     if (l == NULL)
         return;
+    metrics_lease_revoked(); /* once per lease: client revoke or expiry */
     size_t i = l->heap_idx;
     ls.n--;
     if (i != ls.n) {
@@ -176,6 +178,7 @@ int lease_renew(int64_t id, int64_t *ttl)
     l->seq = ++ls.seq;
     heap_fix(l->heap_idx);
     *ttl = l->ttl;
+    metrics_lease_renewed();
     return 0;
 }
 

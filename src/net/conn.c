@@ -205,7 +205,9 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
 static void sniff(struct conn *c)
 {
     size_t n = c->rbuf.len < 24 ? c->rbuf.len : 24;
-    if (memcmp(c->rbuf.data, H2_PREFACE, n) == 0) {
+    /* Metrics listeners serve HTTP/1.1 only (etcd serves no gRPC there):
+     * an HTTP/2 preface is answered as a bad HTTP/1.1 request. */
+    if (!c->opts->metrics_only && memcmp(c->rbuf.data, H2_PREFACE, n) == 0) {
         if (c->rbuf.len < 24)
             return; /* need more */
         c->mode = CONN_H2;

@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "metrics/metrics.h"
 #include "net/frame.h"
 #include "net/net_int.h"
 
@@ -71,6 +72,8 @@ void net__deadlines_init(uv_loop_t *loop)
 
 static void call_free(struct grpc_call *c)
 {
+    if (!c->finished) /* the peer went away first: grpc-go's Canceled */
+        metrics_grpc_handled(c->metrics_method, GRPC_CANCELLED);
     dl_remove(c);
     arena_free(&c->arena);
     buf_free(&c->in);
@@ -199,6 +202,7 @@ void grpc_send(struct grpc_call *c, const uint8_t *msg, size_t len)
     grpc_frame_prefix(prefix, len);
     if (c->finished || c->closed)
         return;
+    metrics_grpc_msg_sent(c->metrics_method, len);
     if (!c->headers_sent)
         send_headers(c);
     buf_append(&c->out, prefix, 5);
@@ -211,6 +215,7 @@ void grpc_send_prefix(struct grpc_call *c, size_t len)
     uint8_t prefix[GRPC_PREFIX_LEN];
     if (c->finished || c->closed)
         return;
+    metrics_grpc_msg_sent(c->metrics_method, len);
     if (!c->headers_sent)
         send_headers(c);
     grpc_frame_prefix(prefix, len);
@@ -231,6 +236,7 @@ uint8_t *grpc_send_reserve(struct grpc_call *c, size_t len)
     uint8_t prefix[GRPC_PREFIX_LEN];
     if (c->finished || c->closed)
         return NULL;
+    metrics_grpc_msg_sent(c->metrics_method, len);
     if (!c->headers_sent)
         send_headers(c);
     grpc_frame_prefix(prefix, len);
@@ -250,6 +256,7 @@ void grpc_send_pb(struct grpc_call *c, const void *pbmsg)
     grpc_frame_prefix(prefix, n);
     if (c->finished || c->closed)
         return;
+    metrics_grpc_msg_sent(c->metrics_method, n);
     if (!c->headers_sent)
         send_headers(c);
     buf_append(&c->out, prefix, 5);
@@ -281,6 +288,7 @@ void grpc_finish(struct grpc_call *c, int code, const char *msg)
     if (c->finished || c->closed)
         return;
     c->finished = 1;
+    metrics_grpc_handled(c->metrics_method, code);
     cancel_call(c); /* the owner releases its state exactly once */
     dl_remove(c);
     c->status = code;
@@ -389,6 +397,14 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
                                                       : sizeof c->grpc_encoding - 1;
         memcpy(c->grpc_encoding, value, n);
         c->grpc_encoding[n] = 0;
+    } else if (IS("client-api-version")) {
+        /* A metrics label: never a truncated (untrue) version. */
+        if (vlen < sizeof c->api_version) {
+            memcpy(c->api_version, value, vlen);
+            c->api_version[vlen] = 0;
+        } else {
+            strcpy(c->api_version, "other");
+        }
     } else if (IS("hasleader")) {
         c->has_leader_md = vlen == 4 && memcmp(value, "true", 4) == 0;
     }
@@ -402,8 +418,11 @@ static void deliver(struct grpc_call *c, const uint8_t *msg, size_t len)
         c->dispatched = 1;
         if (c->deadline_ms)
             dl_add(c);
+        c->metrics_method = metrics_grpc_started(c->path, c->api_version);
+        metrics_grpc_msg_received(c->metrics_method, len);
         rpc_dispatch(c, msg, len);
     } else if (c->on_msg) {
+        metrics_grpc_msg_received(c->metrics_method, len);
         c->on_msg(c, msg, len);
     }
 }

@@ -52,7 +52,7 @@ static void reply(struct conn *c, struct http_reply *r)
 
 void net__http1_recv(struct conn *c)
 {
-    struct http_reply r = {400, NULL, {NULL, 0, 0}};
+    struct http_reply r = {400, NULL, {NULL, 0, 0}, 0};
     char method[16], target[1024];
     uint8_t *end = NULL;
 
@@ -69,6 +69,7 @@ void net__http1_recv(struct conn *c)
         reply(c, &r);
         return;
     }
+    r.metrics_listener = c->opts->metrics_only;
     rpc_http(method, target, &r);
     reply(c, &r);
 }

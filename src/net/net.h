@@ -37,6 +37,8 @@ struct grpc_call {
     char grpc_encoding[32];
     int64_t deadline_ms;   /* monotonic ms; 0 = none */
     int has_leader_md;     /* client sent hasleader: true */
+    char api_version[32];  /* client-api-version metadata, for metrics */
+    int metrics_method;    /* metrics_grpc_started(); 0 = not counted */
     int long_lived;        /* a stream that ends only when told: ended with
                               UNAVAILABLE at shutdown */
     struct arena arena;    /* freed with the call */
@@ -88,12 +90,14 @@ struct http_reply {
     int status;
     const char *content_type;
     struct buf body;
+    int metrics_listener; /* asked on a --listen-metrics-urls listener */
 };
 void rpc_http(const char *method, const char *path, struct http_reply *r);
 
 struct net_opts {
     size_t max_recv_bytes; /* gRPC receive limit: max-request-bytes + 512 KiB */
     uint32_t max_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS */
+    int metrics_only;      /* --listen-metrics-urls: HTTP/1.1, no gRPC */
 };
 
 /* Parses @url ("http://host:port", host may be a name, IPv4 or [IPv6]) and

@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "metrics/metrics.h"
 #include "rpc/rpc.h"
 
 void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev)
@@ -44,6 +45,8 @@ void rpc_bad_message(struct grpc_call *c)
 void rpc_write_done(struct apply_cmd *cmd)
 {
     struct grpc_call *c = cmd->ud;
+    if (cmd->rc == 0)
+        metrics_write_applied((int)cmd->op, cmd->resp, cmd->resp_len);
     if (c != NULL) {
         c->ud = NULL;
         if (cmd->rc != 0) {
@@ -260,6 +263,7 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, rc);
         return;
     }
+    metrics_mvcc_range();
     /* A single key is quicker here than a trip to another thread. */
     if (r->range_end.len == 0) {
         range_on_loop(c, r);
@@ -313,6 +317,7 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
     rc = mvcc_txn(&t, r, &c->arena, &resp);
     if (rc == 0) {
+        metrics_txn_read(&resp);
         rpc_header(resp.header, 0);
         grpc_send_pb(c, &resp);
     }

@@ -53,6 +53,10 @@ void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
                 size_t len, void (*done)(struct apply_cmd *cmd));
 void rpc_write_done(struct apply_cmd *cmd);
 
+/* Listens on --listen-metrics-urls: HTTP/1.1 /metrics, /health, /livez and
+ * /readyz, no gRPC. Logs and returns -1 when a URL cannot be served. */
+int rpc_listen_metrics(void);
+
 void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_lease_keepalive(struct grpc_call *c, const uint8_t *msg, size_t len);

@@ -276,6 +276,8 @@ int main(int argc, char **argv)
         }
     }
     cairn_free(lcu);
+    if (rpc_listen_metrics() != 0)
+        return 1;
     uv_timer_init(server.loop, &trim_timer);
     uv_timer_start(&trim_timer, on_trim, 10000, 10000);
     uv_unref((uv_handle_t *)&trim_timer);

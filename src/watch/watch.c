@@ -7,6 +7,7 @@
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "metrics/metrics.h"
 #include "watch/watch_int.h"
 
 /* A stream whose unsent output passes HIGH stops receiving live events (its
@@ -276,6 +277,7 @@ static void watcher_free(struct watcher *w)
     cairn_free(w->end);
     cairn_free(w->evs);
     cairn_free(w);
+    metrics_watchers(-1);
 }
 
 /* ---- live notification ---- */
@@ -616,6 +618,7 @@ struct watch_stream *watch_stream_new(struct grpc_call *c)
     if (hub.streams)
         hub.streams->prev = ws;
     hub.streams = ws;
+    metrics_watch_streams(1);
     return ws;
 }
 
@@ -629,6 +632,7 @@ void watch_stream_free(struct watch_stream *ws)
         hub.streams = ws->next;
     if (ws->next)
         ws->next->prev = ws->prev;
+    metrics_watch_streams(-1);
     cairn_free(ws);
 }
 
@@ -719,6 +723,7 @@ void watch_create(struct watch_stream *ws,
     if (ws->watchers)
         ws->watchers->s_prev = w;
     ws->watchers = w;
+    metrics_watchers(1);
 
     /* The created response goes first: every event for this watcher is
      * queued after it. */

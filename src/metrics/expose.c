@@ -10,10 +10,9 @@
 #include <unistd.h>
 
 #include "metrics/metrics_int.h"
+#include "rpc/rpc.h"
 #include "server/server.h"
 
-/* etcd's default --quota-backend-bytes (as rpc/maint.c). */
-#define DEFAULT_QUOTA ((int64_t)2 << 30)
 
 #define E (&metrics__etcd)
 
@@ -247,9 +246,9 @@ static void expose_server(struct buf *b)
 {
     char id[32], ver[32];
     double index = (double)apply_index(srv->apply);
-    int64_t quota = srv->cfg.quota_backend_bytes > 0
-                        ? srv->cfg.quota_backend_bytes
-                        : DEFAULT_QUOTA;
+    /* etcd sets the gauge to the flag, then to the default when 0 */
+    int64_t quota = srv->cfg.quota_backend_bytes < 0 ? srv->cfg.quota_backend_bytes
+                                                     : rpc_quota_bytes();
 
     expose_client_requests(b);
     one(b, "etcd_server_has_leader",

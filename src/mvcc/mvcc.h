@@ -41,6 +41,7 @@ struct mvcc_txn {
     int64_t rev;         /* current revision of this view (beginRev) */
     int64_t compact_rev; /* compacted revision at begin; -1 when none */
     int64_t changes;     /* changes made by the current write command */
+    int64_t keys_delta;  /* live keys created less deleted, this txn */
     int write;
 };
 
@@ -48,6 +49,9 @@ struct mvcc_txn {
  * reserved address space. Errors: -errno, CAIRN_ESTORE. */
 int mvcc_open(const char *dir, size_t map_size, struct mvcc **out);
 void mvcc_close(struct mvcc *m);
+
+/* Live keys (not deleted) as of the last commit: O(1), any thread. */
+int64_t mvcc_keys(struct mvcc *m);
 
 /* Bytes the store's file occupies on disk, and bytes of pages in use
  * (LMDB's freelist excluded: compaction frees, later writes reuse). */

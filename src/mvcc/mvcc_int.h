@@ -3,6 +3,7 @@
 #define MVCC_MVCC_INT_H
 
 #include <lmdb.h>
+#include <stdatomic.h>
 
 #include "mvcc/mvcc.h"
 
@@ -12,6 +13,7 @@ struct mvcc {
     MDB_dbi lease;      /* be64(id) -> be64(ttl) */
     MDB_dbi lease_keys; /* be64(id) key -> "" : the keys attached to a lease */
     char *path;
+    _Atomic int64_t live_keys; /* mvcc_keys(): as of the last commit */
 };
 
 #define MVCC_REVLEN 16   /* be64 main, be64 sub */

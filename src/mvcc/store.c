@@ -1,6 +1,7 @@
 /* The LMDB side of the MVCC store: environment, txns, the key index and
  * the revision records. The only files that include lmdb.h are in mvcc/. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,6 +60,8 @@ int mvcc__err(int rc)
     log_error("mvcc: lmdb error rc=%d msg=%s", rc, mdb_strerror(rc));
     return CAIRN_ESTORE;
 }
+
+static int count_live(struct mvcc *m, MDB_txn *txn);
 
 /* The layout's version, so that a store written by an older cairn is
  * refused rather than misread. */
@@ -123,7 +126,7 @@ int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
         mdb_txn_abort(txn);
         goto err_env;
     }
-    if ((rc = check_format(m, txn)) != 0) {
+    if ((rc = check_format(m, txn)) != 0 || (rc = count_live(m, txn)) != 0) {
         mdb_txn_abort(txn);
         goto err_env;
     }
@@ -230,7 +233,31 @@ int mvcc_write_commit(struct mvcc_txn *t)
     }
     rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
+    if (rc == 0)
+        atomic_fetch_add(&t->m->live_keys, t->keys_delta);
     return mvcc__err(rc);
+}
+
+int64_t mvcc_keys(struct mvcc *m)
+{
+    return atomic_load(&m->live_keys);
+}
+
+/* The live keys, counted once at open; commits keep the count after. */
+static int count_live(struct mvcc *m, MDB_txn *txn)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    int64_t n = 0;
+    int rc = mdb_cursor_open(txn, m->cur, &c);
+    if (rc != 0)
+        return rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) == 0)
+        if (v.mv_size == MVCC_IDXLEN && !mvcc__rev_decode(v.mv_data).tomb)
+            n++;
+    mdb_cursor_close(c);
+    atomic_store(&m->live_keys, n);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 void mvcc_write_abort(struct mvcc_txn *t)
@@ -424,10 +451,12 @@ int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
     k.mv_size = kv->key.len;
     k.mv_data = kv->key.data;
     rc = mdb_get(t->txn, t->m->cur, &k, &v);
+    int was_live = rc == 0 && !mvcc__rev_decode(v.mv_data).tomb;
     if (rc == 0)
         memcpy(rec + 1, v.mv_data, MVCC_REVLEN);
     else if (rc != MDB_NOTFOUND)
         return mvcc__err(rc);
+    t->keys_delta += (tomb ? 0 : 1) - was_live;
     rec[0] = tomb ? MVCC_TOMBSTONE : 0;
     mvccpb__key_value__pack(kv, rec + MVCC_RECHDR);
     mvcc__rev_encode(ib, r);

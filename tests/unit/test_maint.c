@@ -175,6 +175,29 @@ static void test_hashkv_errors_and_changes(void **state)
     assert_int_not_equal(h2, h3);
 }
 
+/* The live-key count follows puts and deletes and is recounted at open. */
+static void test_live_keys(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(mvcc_keys(f->m), 0);
+    PUT("a", "1");
+    PUT("b", "1");
+    PUT("a", "2"); /* overwrite: no new key */
+    assert_int_equal(mvcc_keys(f->m), 2);
+    DEL("a", "");
+    assert_int_equal(mvcc_keys(f->m), 1);
+    PUT("a", "3"); /* re-created */
+    PUT("c", "1");
+    assert_int_equal(mvcc_keys(f->m), 3);
+    DEL("a", "z");
+    assert_int_equal(mvcc_keys(f->m), 0);
+    PUT("d", "1");
+    compact_all(f, cur_rev_of(f));
+    assert_int_equal(mvcc_keys(f->m), 1);
+    fx_reopen(f);
+    assert_int_equal(mvcc_keys(f->m), 1);
+}
+
 static void test_crc32c(void **state)
 {
     (void)state;
@@ -192,6 +215,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_defrag_respects_readers, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_alarms_persist, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_hashkv_errors_and_changes, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_live_keys, fx_setup, fx_teardown),
         cmocka_unit_test(test_crc32c),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

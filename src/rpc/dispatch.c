@@ -33,7 +33,7 @@ static const struct route routes[] = {
     {"/etcdserverpb.Maintenance/Defragment", NULL},
     {"/etcdserverpb.Maintenance/Hash", NULL},
     {"/etcdserverpb.Maintenance/HashKV", NULL},
-    {"/etcdserverpb.Maintenance/Snapshot", NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", rpc_maint_snapshot},
     {"/etcdserverpb.Maintenance/MoveLeader", NULL},
     {"/etcdserverpb.Maintenance/Downgrade", NULL},
     {"/etcdserverpb.Auth/AuthEnable", NULL},

@@ -28,6 +28,8 @@ void rpc_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 
 void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len);
+/* Streams the store as an etcd bbolt db (rpc/snapshot.c). */
+void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
                              size_t len);
 void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);

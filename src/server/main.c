@@ -15,6 +15,7 @@
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "server/server.h"
+#include "snap/cli.h"
 #include "watch/watch.h"
 
 struct server *srv;
@@ -195,6 +196,8 @@ int main(int argc, char **argv)
     char *urls[CONFIG_MAX_URLS];
     int rc, n;
 
+    if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
+        return snap_cli(argc - 1, argv + 1);
     srv = &server;
     signal(SIGPIPE, SIG_IGN);
     rc = config_parse(&server.cfg, argc, argv);

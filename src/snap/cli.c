@@ -34,6 +34,16 @@ static int fail(int code, const char *fmt, ...)
     return code;
 }
 
+/* Go's text for an errno: glibc's, starting lower-case. */
+static const char *go_strerror(int e)
+{
+    static char buf[128];
+    snprintf(buf, sizeof buf, "%s", strerror(e));
+    if (buf[0] >= 'A' && buf[0] <= 'Z')
+        buf[0] = (char)(buf[0] + 32);
+    return buf;
+}
+
 /* --name value or --name=value; returns the value and advances *@i, or
  * NULL when argv[*i] is not flag @name. */
 static const char *flag_val(int argc, char **argv, int *i, const char *name,
@@ -193,9 +203,9 @@ static int cmd_status(int argc, char **argv)
     if (strcmp(fmt, "simple") && strcmp(fmt, "table") && strcmp(fmt, "json"))
         return fail(EXIT_BADARGS, "unknown output format %s", fmt); /* [?] */
     if (stat(file, &st) != 0)
-        return fail(EXIT_ERR, "stat %s: %s", file, strerror(errno));
+        return fail(EXIT_ERR, "stat %s: %s", file, go_strerror(errno));
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
-        return fail(EXIT_ERR, "open %s: %s", file, strerror(errno));
+        return fail(EXIT_ERR, "open %s: %s", file, go_strerror(errno));
     crc32c_init();
     /* bbolt opens the whole file; a sha256 trailer lies past its pages. */
     rc = snap_bbolt_reader_new(fd, (uint64_t)st.st_size, &r);
@@ -208,7 +218,7 @@ static int cmd_status(int argc, char **argv)
     if (rc == -EBADMSG)
         return fail(EXIT_ERR, "invalid database");
     if (rc != 0)
-        return fail(EXIT_ERR, "%s", strerror(-rc));
+        return fail(EXIT_ERR, "%s", go_strerror(-rc));
 
     char cells[4][64];
     snprintf(cells[0], 64, "%" PRIx32, s.hash);
@@ -311,7 +321,7 @@ static int check_hash(int fd, uint64_t size, int skip, uint64_t *len)
     if (!has || skip)
         return 0;
     if (pread(fd, want, SHA_LEN, (off_t)*len) != SHA_LEN)
-        return fail(EXIT_ERR, "read: %s", strerror(errno));
+        return fail(EXIT_ERR, "read: %s", go_strerror(errno));
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint8_t *buf = cairn_malloc(1 << 20);
     uint64_t off = 0;
@@ -331,7 +341,7 @@ static int check_hash(int fd, uint64_t size, int skip, uint64_t *len)
     EVP_MD_CTX_free(ctx);
     cairn_free(buf);
     if (rc != 0)
-        return fail(EXIT_ERR, "read: %s", strerror(-rc));
+        return fail(EXIT_ERR, "read: %s", go_strerror(-rc));
     if (glen != SHA_LEN || memcmp(want, got, SHA_LEN) != 0) {
         fputs("Error: expected sha256 ", stderr);
         print_bytes(stderr, want, SHA_LEN);
@@ -429,7 +439,7 @@ static int cmd_restore(int argc, char **argv)
     if (stat(o.data_dir, &st) == 0)
         return fail(EXIT_ERR, "data-dir \"%s\" exists", o.data_dir);
     if ((fd = open(o.file, O_RDONLY | O_CLOEXEC)) < 0)
-        return fail(EXIT_ERR, "open %s: %s", o.file, strerror(errno));
+        return fail(EXIT_ERR, "open %s: %s", o.file, go_strerror(errno));
     if (fstat(fd, &st) != 0 || st.st_size < SHA_LEN) {
         close(fd);
         return fail(EXIT_ERR, "seek %s: invalid argument", o.file);
@@ -451,7 +461,7 @@ static int cmd_restore(int argc, char **argv)
             return fail(EXIT_ERR, "a key is longer than cairn's limit of %d "
                         "bytes", MVCC_MAX_KEY);
         return fail(EXIT_ERR, "%s", rc <= -1000 ? cairn_err_msg(rc)
-                                                : strerror(-rc));
+                                                : go_strerror(-rc));
     }
     fprintf(stderr, "snapshot: restored path=%s data-dir=%s revision=%" PRId64
             " records=%" PRId64 " leases=%" PRId64 " compacted=%" PRId64 "\n",

@@ -63,7 +63,8 @@ static int empty_bucket(struct snap_bbolt_writer *w, const char *name)
     return rc != 0 ? rc : snap_bbolt_bucket_end(w);
 }
 
-static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w)
+static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w,
+                      const atomic_int *stop)
 {
     MDB_cursor *c;
     MDB_val k, v;
@@ -79,6 +80,10 @@ static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w)
         struct mvcc_rev prev;
         uint8_t key[ETCD_REVLEN + 1];
         int tomb;
+        if (stop != NULL && atomic_load_explicit(stop, memory_order_relaxed)) {
+            rc = -ECANCELED;
+            break;
+        }
         if (k.mv_size != MVCC_REVLEN ||
             mvcc__record_decode(&v, &prev, &tomb, &kv) != 0) {
             rc = CAIRN_ESTORE;
@@ -222,7 +227,8 @@ static int write_meta(struct mvcc_txn *t, struct snap_bbolt_writer *w)
 }
 
 int mvcc_snapshot_write(struct mvcc_txn *t, int fd,
-                        const struct mvcc_snap_member *m, uint64_t *size)
+                        const struct mvcc_snap_member *m,
+                        const atomic_int *stop, uint64_t *size)
 {
     struct snap_bbolt_writer *w;
     int rc;
@@ -243,7 +249,7 @@ int mvcc_snapshot_write(struct mvcc_txn *t, int fd,
         (rc = snap_bbolt_put(w, "clusterVersion", 14, "3.4.0", 5)) != 0 ||
         (rc = snap_bbolt_bucket_end(w)) != 0)
         goto out;
-    if ((rc = write_keys(t, w)) != 0)
+    if ((rc = write_keys(t, w, stop)) != 0)
         goto out;
     if ((rc = snap_bbolt_bucket_begin(w, "lease", 5)) != 0 ||
         (rc = mvcc_leases(t, write_lease, w)) != 0 ||

@@ -15,6 +15,7 @@
 #ifndef MVCC_SNAPSHOT_H
 #define MVCC_SNAPSHOT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,9 +34,12 @@ struct mvcc_snap_member {
 
 /* Writes the state seen by read txn @t to @fd (from offset 0) as an etcd
  * bbolt db; @m may be NULL (no member). Sets *@size to the file's size.
- * Errors: -errno, CAIRN_ESTORE. */
+ * @stop (may be NULL), checked at every record, abandons the work: a
+ * snapshot nobody waits for must not hold the store open.
+ * Errors: -errno, CAIRN_ESTORE, -ECANCELED. */
 int mvcc_snapshot_write(struct mvcc_txn *t, int fd,
-                        const struct mvcc_snap_member *m, uint64_t *size);
+                        const struct mvcc_snap_member *m,
+                        const atomic_int *stop, uint64_t *size);
 
 /* What a snapshot's meta bucket says. -1 when absent. */
 struct mvcc_snap_meta {

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct snap_job {
     int fd;
     int rc;
     int busy;               /* work queued or running */
+    atomic_int stop;        /* the call has ended: the export gives up */
     uint64_t size, off;
     int64_t rev;
     uint8_t *buf;
@@ -80,6 +82,7 @@ static void snap_cancel(struct grpc_call *c)
     if (j == NULL)
         return;
     j->call = NULL;
+    atomic_store(&j->stop, 1);
     if (!j->busy)
         job_free(j); /* else the work's completion frees it */
 }
@@ -111,7 +114,7 @@ static void produce_work(uv_work_t *w)
     if ((j->rc = mvcc_read_begin(srv->mvcc, &t)) != 0)
         return;
     j->rev = t.rev;
-    j->rc = mvcc_snapshot_write(&t, j->fd, &m, &j->size);
+    j->rc = mvcc_snapshot_write(&t, j->fd, &m, &j->stop, &j->size);
     mvcc_read_end(&t);
 }
 

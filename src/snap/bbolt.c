@@ -210,7 +210,8 @@ static size_t assemble(struct snap_bbolt_writer *w, struct level *l, int leaf,
             off += get32(e + 4);
         }
     }
-    memcpy(p + data_at, l->data, l->dlen);
+    if (l->dlen > 0)
+        memcpy(p + data_at, l->data, l->dlen);
     return n;
 }
 

@@ -1,6 +1,8 @@
 """Snapshot throughput: the same data in real etcd 3.4 and in cairn, then
 `etcdctl snapshot save` against each, alternately, ROUNDS times.  Prints
 MB/s per run (snapshot file bytes / wall time of the etcdctl command),
+then the time `etcdctl snapshot restore` and `cairn snapshot restore` take
+on one snapshot of etcd's,
 the medians, the cairn/etcd ratio and how much each server's anonymous
 memory (RssAnon) grew while it served a snapshot (sampled every 50 ms).
 
@@ -104,6 +106,27 @@ def main():
         me, mc = statistics.median(rates["etcd"]), statistics.median(rates["cairn"])
         print("median: etcd %.1f MB/s, cairn %.1f MB/s, cairn/etcd %.2fx" %
               (me, mc, mc / me))
+        # Restore: one snapshot of etcd's, restored by each tool.
+        path = os.path.join(tmp, "restore.db")
+        env = dict(os.environ, ETCDCTL_API="3")
+        subprocess.run([ETCDCTL_BIN, "--endpoints", servers["etcd"].endpoint,
+                        "snapshot", "save", path], check=True,
+                       capture_output=True, env=env, timeout=900)
+        size = os.path.getsize(path)
+        times = {}
+        for name, cmd in (
+                ("etcdctl", [ETCDCTL_BIN, "snapshot", "restore", path,
+                             "--data-dir", os.path.join(tmp, "r-etcd")]),
+                ("cairn", [CAIRN, "snapshot", "restore", path,
+                           "--data-dir", os.path.join(tmp, "r-cairn")])):
+            t0 = time.monotonic()
+            subprocess.run(cmd, check=True, capture_output=True, env=env,
+                           timeout=900)
+            times[name] = time.monotonic() - t0
+            print("restore %-7s %.1f MB in %.2f s = %.1f MB/s" %
+                  (name, size / 1e6, times[name], size / times[name] / 1e6))
+        print("restore: cairn/etcdctl speed %.2fx" %
+              (times["etcdctl"] / times["cairn"]))
     finally:
         for s in servers.values():
             s.cleanup()

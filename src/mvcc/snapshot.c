@@ -307,6 +307,21 @@ static int read_meta(void *ud, struct snap_bytes b, struct snap_bytes k,
     return 0;
 }
 
+/* cairn has no auth yet: what the snapshot holds is counted, so the
+ * caller can say it was not restored. */
+static int read_auth(void *ud, struct snap_bytes b, struct snap_bytes k,
+                     struct snap_bytes v, int flags)
+{
+    struct mvcc_snap_meta *m = ud;
+    if (flags & SNAP_BBOLT_BEGIN)
+        return 0;
+    if (b.n == 4 && k.n == 11 && memcmp(k.p, "authEnabled", 11) == 0)
+        m->auth_enabled = v.n == 1 && v.p[0] == 1;
+    else if (b.n != 4)
+        m->auth_users++;
+    return 0;
+}
+
 static int read_lease(void *ud, struct snap_bytes b, struct snap_bytes k,
                       struct snap_bytes v, int flags)
 {
@@ -475,7 +490,10 @@ int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
     r.meta.scheduled_compact = r.meta.term = -1;
     if ((rc = snap_bbolt_reader_new(fd, len, &br)) != 0)
         return rc;
-    if ((rc = snap_bbolt_walk(br, "meta", read_meta, &r.meta)) != 0)
+    if ((rc = snap_bbolt_walk(br, "meta", read_meta, &r.meta)) != 0 ||
+        (rc = snap_bbolt_walk(br, "auth", read_auth, &r.meta)) != 0 ||
+        (rc = snap_bbolt_walk(br, "authUsers", read_auth, &r.meta)) != 0 ||
+        (rc = snap_bbolt_walk(br, "authRoles", read_auth, &r.meta)) != 0)
         goto out_reader;
     if ((rc = mvcc_open(dir, map_size, &r.m)) != 0)
         goto out_reader;

@@ -47,6 +47,8 @@ struct mvcc_snap_meta {
     int64_t rev;   /* the newest revision in its key bucket */
     int64_t keys;  /* records in its key bucket */
     int64_t leases;
+    int auth_enabled;   /* etcd had auth on: cairn has no auth to restore */
+    int64_t auth_users; /* users and roles in the snapshot (not restored) */
 };
 
 /* Builds a new store in @dir (which must not hold one) from the first

@@ -463,3 +463,17 @@ def test_deep_trees_both_ways(server_factory, tmp):
         dst.start()
         assert range_all(dst, 0) == want
         assert range_all(dst, 40) == range_all(src, 40)
+
+
+def test_auth_data_is_reported_not_dropped_silently(server_factory, tmp):
+    etcd = server_factory(ETCD_BIN)
+    ctl("user", "add", "alice", "--new-user-password", "pw", endpoint=etcd.endpoint)
+    ctl("role", "add", "reader", endpoint=etcd.endpoint)
+    put(etcd, b"k", b"v")
+    path = os.path.join(tmp, "auth.db")
+    save(etcd, path)
+    data = os.path.join(tmp, "d")
+    r = cairn_cli("restore", path, "--data-dir", data)
+    assert "enabled=0, 2 users and roles" in r.stderr, r.stderr
+    cairn = server_factory(data_dir=data)
+    assert range_all(cairn, 0) == range_all(etcd, 0)

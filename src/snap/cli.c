@@ -18,6 +18,7 @@
 #include "snap/cli.h"
 
 #define EXIT_ERR 1
+#define EXIT_BADFEATURE 4
 #define EXIT_BADARGS 128 /* etcdctl's ExitBadArgs */
 #define SHA_LEN 32
 #define RESTORE_MAP_SIZE ((size_t)64 << 30) /* as the server maps it */
@@ -200,8 +201,9 @@ static int cmd_status(int argc, char **argv)
     }
     if (file == NULL || file[0] == 0)
         return fail(EXIT_BADARGS, "snapshot status requires exactly one argument");
-    if (strcmp(fmt, "simple") && strcmp(fmt, "table") && strcmp(fmt, "json"))
-        return fail(EXIT_BADARGS, "unknown output format %s", fmt); /* [?] */
+    if (strcmp(fmt, "simple") && strcmp(fmt, "table") && strcmp(fmt, "json") &&
+        strcmp(fmt, "fields"))
+        return fail(EXIT_BADFEATURE, "unsupported output format");
     if (stat(file, &st) != 0)
         return fail(EXIT_ERR, "stat %s: %s", file, go_strerror(errno));
     if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0)
@@ -228,6 +230,10 @@ static int cmd_status(int argc, char **argv)
     if (strcmp(fmt, "json") == 0) {
         printf("{\"hash\":%" PRIu32 ",\"revision\":%" PRId64
                ",\"totalKey\":%" PRId64 ",\"totalSize\":%" PRIu64 "}\n",
+               s.hash, s.rev, s.keys, s.size);
+    } else if (strcmp(fmt, "fields") == 0) {
+        printf("\"Hash\" : %" PRIu32 "\n\"Revision\" : %" PRId64
+               "\n\"Keys\" : %" PRId64 "\n\"Size\" : %" PRIu64 "\n",
                s.hash, s.rev, s.keys, s.size);
     } else if (strcmp(fmt, "table") == 0) {
         const char *hdr[4] = {"hash", "revision", "total keys", "total size"};

@@ -4,7 +4,7 @@
  *   cairn snapshot restore FILE [--data-dir DIR] [--name N]
  *         [--initial-cluster C] [--initial-cluster-token T]
  *         [--initial-advertise-peer-urls U] [--skip-hash-check]
- *   cairn snapshot status FILE [-w|--write-out simple|table|json]
+ *   cairn snapshot status FILE [-w|--write-out simple|table|json|fields]
  *
  * Same flags, defaults, output and error texts as etcdctl; errors go to
  * stderr as "Error: ..." with exit code 1 (128 for bad arguments). */

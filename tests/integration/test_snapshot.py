@@ -354,11 +354,14 @@ def test_status_and_refusals_match_etcdctl(server_factory, tmp):
         files.append(os.path.join(tmp, name))
         save(s, files[-1])
     for f in files:
-        for fmt in ("simple", "table", "json"):
+        for fmt in ("simple", "table", "json", "fields"):
             want = ctl("snapshot", "status", f, "-w", fmt).stdout
             got = cairn_cli("status", f, "-w", fmt).stdout
             assert got == want, (f, fmt)
     f = files[1]
+    a = ctl("snapshot", "status", f, "-w", "yaml", ok=False)
+    b = cairn_cli("status", f, "-w", "yaml", ok=False)
+    assert (a.returncode, last_line(a.stderr)) == (b.returncode, last_line(b.stderr))
     # Missing file.
     missing = os.path.join(tmp, "nope.db")
     a = ctl("snapshot", "status", missing, ok=False)

@@ -33,7 +33,7 @@ static const struct route routes[] = {
     {"/etcdserverpb.Maintenance/Defragment", rpc_maint_defragment},
     {"/etcdserverpb.Maintenance/Hash", rpc_maint_hash},
     {"/etcdserverpb.Maintenance/HashKV", rpc_maint_hashkv},
-    {"/etcdserverpb.Maintenance/Snapshot", NULL},
+    {"/etcdserverpb.Maintenance/Snapshot", rpc_maint_snapshot},
     {"/etcdserverpb.Maintenance/MoveLeader", rpc_maint_move_leader},
     {"/etcdserverpb.Maintenance/Downgrade", NULL},
     {"/etcdserverpb.Auth/AuthEnable", NULL},

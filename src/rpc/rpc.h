@@ -41,6 +41,8 @@ int64_t rpc_cost_put(const Etcdserverpb__PutRequest *r);
 int64_t rpc_cost_txn(const Etcdserverpb__TxnRequest *r);
 int64_t rpc_cost_lease(void);
 int rpc_quota_check(int64_t cost);
+/* Streams the store as an etcd bbolt db (rpc/snapshot.c). */
+void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
                              size_t len);
 void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);

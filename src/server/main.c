@@ -16,6 +16,7 @@
 #include "rpc/rpc.h"
 #include "server/compactor.h"
 #include "server/server.h"
+#include "snap/cli.h"
 #include "watch/watch.h"
 
 struct server *srv;
@@ -197,6 +198,8 @@ int main(int argc, char **argv)
     char *urls[CONFIG_MAX_URLS];
     int rc, n;
 
+    if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
+        return snap_cli(argc - 1, argv + 1);
     srv = &server;
     signal(SIGPIPE, SIG_IGN);
     rc = config_parse(&server.cfg, argc, argv);

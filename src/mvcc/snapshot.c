@@ -63,6 +63,59 @@ static int empty_bucket(struct snap_bbolt_writer *w, const char *name)
     return rc != 0 ? rc : snap_bbolt_bucket_end(w);
 }
 
+/* etcd's alarm bucket: each raised alarm's packed AlarmMember (memberID 1,
+ * alarm 2) as the key, no value; keys in byte order. */
+struct alarm_keys {
+    uint8_t k[16][24];
+    size_t n[16];
+    int count;
+};
+
+static int collect_alarm(void *ud, uint64_t member, int type)
+{
+    struct alarm_keys *a = ud;
+    if (a->count == 16)
+        return 1;
+    uint8_t *p = a->k[a->count];
+    size_t n = 0;
+    if (member != 0) {
+        p[n++] = 0x08;
+        n += put_varint(p + n, member);
+    }
+    if (type != 0) {
+        p[n++] = 0x10;
+        n += put_varint(p + n, (uint64_t)type);
+    }
+    a->n[a->count++] = n;
+    return 0;
+}
+
+static int write_alarms(struct mvcc_txn *t, struct snap_bbolt_writer *w)
+{
+    struct alarm_keys a = {0};
+    int rc = mvcc_alarms(t, collect_alarm, &a);
+    if (rc != 0 || (rc = snap_bbolt_bucket_begin(w, "alarm", 5)) != 0)
+        return rc;
+    for (int i = 0; i < a.count; i++) /* insertion sort: a handful */
+        for (int j = i; j > 0; j--) {
+            size_t m = a.n[j] < a.n[j - 1] ? a.n[j] : a.n[j - 1];
+            int c = memcmp(a.k[j], a.k[j - 1], m);
+            if (c > 0 || (c == 0 && a.n[j] >= a.n[j - 1]))
+                break;
+            uint8_t tk[24];
+            size_t tn = a.n[j];
+            memcpy(tk, a.k[j], sizeof tk);
+            memcpy(a.k[j], a.k[j - 1], sizeof tk);
+            memcpy(a.k[j - 1], tk, sizeof tk);
+            a.n[j] = a.n[j - 1];
+            a.n[j - 1] = tn;
+        }
+    for (int i = 0; i < a.count; i++)
+        if ((rc = snap_bbolt_put(w, a.k[i], a.n[i], "", 0)) != 0)
+            return rc;
+    return snap_bbolt_bucket_end(w);
+}
+
 static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w,
                       const atomic_int *stop)
 {
@@ -236,7 +289,7 @@ int mvcc_snapshot_write(struct mvcc_txn *t, int fd,
     if ((rc = snap_bbolt_writer_new(fd, &w)) != 0)
         return rc;
     /* Buckets in byte order, as bbolt keeps them. */
-    if ((rc = empty_bucket(w, "alarm")) != 0)
+    if ((rc = write_alarms(t, w)) != 0)
         goto out;
     if ((rc = snap_bbolt_bucket_begin(w, "auth", 4)) != 0 ||
         (rc = put_be64(w, "authRevision", 1)) != 0 ||
@@ -347,6 +400,32 @@ static int read_lease(void *ud, struct snap_bytes b, struct snap_bytes k,
     r->meta.leases++;
     int rc = mvcc_lease_grant(&r->t, id, ttl);
     return rc == CAIRN_ELEASEEXISTS ? -EBADMSG : rc;
+}
+
+/* A raised alarm (etcd keeps them in the restored db). */
+static int read_alarm(void *ud, struct snap_bytes b, struct snap_bytes k,
+                      struct snap_bytes v, int flags)
+{
+    struct restore *r = ud;
+    const uint8_t *p = k.p, *end = k.p + k.n;
+    uint64_t member = 0, type = 0;
+    (void)b;
+    (void)v;
+    if (flags != 0)
+        return 0;
+    while (p < end) {
+        uint64_t tag, x;
+        if (get_varint(&p, end, &tag) != 0 || (tag & 7) != 0 ||
+            get_varint(&p, end, &x) != 0)
+            return -EBADMSG;
+        if (tag >> 3 == 1)
+            member = x;
+        else if (tag >> 3 == 2)
+            type = x;
+    }
+    if (type > 2)
+        return -EBADMSG;
+    return mvcc_alarm_put(&r->t, member, (int)type);
 }
 
 /* Commits what is pending and opens the next write txn. */
@@ -505,7 +584,8 @@ int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
         goto err_txn;
     }
     /* Leases first, so that keys can be attached as they come. */
-    if ((rc = snap_bbolt_walk(br, "lease", read_lease, &r)) != 0 ||
+    if ((rc = snap_bbolt_walk(br, "alarm", read_alarm, &r)) != 0 ||
+        (rc = snap_bbolt_walk(br, "lease", read_lease, &r)) != 0 ||
         (rc = snap_bbolt_walk(br, "key", read_key, &r)) != 0 ||
         (rc = restore_meta(&r)) != 0)
         goto err_txn;

@@ -480,3 +480,51 @@ def test_auth_data_is_reported_not_dropped_silently(server_factory, tmp):
     assert "enabled=0, 2 users and roles" in r.stderr, r.stderr
     cairn = server_factory(data_dir=data)
     assert range_all(cairn, 0) == range_all(etcd, 0)
+
+
+# --------------------------------------------------------------------------
+# alarms travel with the data, as etcd's alarm bucket does
+# --------------------------------------------------------------------------
+
+def _raise_nospace(s):
+    m = rpc_pb2_grpc.MaintenanceStub(s.channel())
+    mid = m.Status(pb.StatusRequest(), timeout=30).header.member_id
+    m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.ACTIVATE, memberID=mid,
+                            alarm=pb.AlarmType.Value("NOSPACE")), timeout=30)
+    return mid
+
+
+def _alarms(s):
+    m = rpc_pb2_grpc.MaintenanceStub(s.channel())
+    r = m.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET), timeout=30)
+    return sorted((a.memberID, a.alarm) for a in r.alarms)
+
+
+def test_alarms_survive_snapshot_both_ways(server_factory, tmp):
+    nospace = pb.AlarmType.Value("NOSPACE")
+    # cairn -> etcd
+    cairn = server_factory()
+    put(cairn, b"a", b"1")
+    mid = _raise_nospace(cairn)
+    path = os.path.join(tmp, "cairn.db")
+    save(cairn, path)
+    data = os.path.join(tmp, "etcd-data")
+    etcd = server_factory(ETCD_BIN, start=False, data_dir=data)
+    ctl("snapshot", "restore", path, "--data-dir", data, "--name", etcd.name,
+        "--initial-cluster", "%s=http://127.0.0.1:1" % etcd.name,
+        "--initial-advertise-peer-urls", "http://127.0.0.1:1")
+    etcd.start()
+    assert _alarms(etcd) == [(mid, nospace)]
+    # etcd -> cairn
+    etcd2 = server_factory(ETCD_BIN)
+    put(etcd2, b"b", b"2")
+    mid2 = _raise_nospace(etcd2)
+    path2 = os.path.join(tmp, "etcd.db")
+    save(etcd2, path2)
+    data2 = os.path.join(tmp, "cairn-data")
+    cairn_cli("restore", path2, "--data-dir", data2)
+    cairn2 = server_factory(data_dir=data2)
+    assert _alarms(cairn2) == [(mid2, nospace)]
+    with pytest.raises(grpc.RpcError) as ei:
+        put(cairn2, b"c", b"3")
+    assert ei.value.details() == "etcdserver: mvcc: database space exceeded"

@@ -175,6 +175,19 @@ static void on_signal(uv_signal_t *h, int signum)
     net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
 }
 
+/* Thread-pool jobs (lists, hashes, snapshot exports) hold read txns: the
+ * store may close only once their completions have run. Their calls are
+ * gone, so each just frees itself. Bounded: a stuck job cannot hold the
+ * exit for more than 10 s. */
+static void drain_pool(uv_loop_t *loop)
+{
+    for (int i = 0; loop->active_reqs.count > 0 && i < 10000; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (loop->active_reqs.count > 0)
+            uv_sleep(1);
+    }
+}
+
 /* Each start is a new term, as a single etcd member campaigns again. */
 static int load_term(struct server *s)
 {
@@ -295,6 +308,7 @@ int main(int argc, char **argv)
              (unsigned long long)server.cluster_id,
              (unsigned long long)server.raft_term);
     uv_run(server.loop, UV_RUN_DEFAULT);
+    drain_pool(server.loop);
     mvcc_close(server.mvcc);
     log_info("server: stopped");
     return 0;

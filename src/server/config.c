@@ -592,8 +592,13 @@ static int load_file(struct config *c, const char *path, unsigned char *seen)
     int rc = 0;
     FILE *fp = fopen(path, "rb");
 
-    if (fp == NULL)
-        return verr(c, "open %s: %s", path, strerror(errno));
+    if (fp == NULL) {
+        /* Go's *PathError: its errno texts are glibc's, lowercased */
+        char e[128];
+        snprintf(e, sizeof e, "%s", strerror(errno));
+        e[0] = (char)tolower((unsigned char)e[0]);
+        return verr(c, "open %s: %s", path, e);
+    }
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, fp);
     if (!yaml_parser_load(&parser, &doc)) {
@@ -627,7 +632,13 @@ static int load_file(struct config *c, const char *path, unsigned char *seen)
                 f = &flags[i];
         if (f == NULL)
             continue; /* etcd ignores unknown keys */
-        rc = yaml_key(c, f, &doc, yaml_document_get_node(&doc, p->value));
+        yaml_node_t *v = yaml_document_get_node(&doc, p->value);
+        char num[64];
+        int b;
+        /* null leaves the field as it was: the default still applies */
+        if (resolve(v, num, sizeof num, &b) == J_NULL && ytype_of(f) != Y_STRINGS)
+            continue;
+        rc = yaml_key(c, f, &doc, v);
         seen[f - flags] = 1;
     }
 out_doc:

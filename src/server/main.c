@@ -271,8 +271,9 @@ static void log_starting(const struct server *s, int initialized)
     go_duration(c->election_ms * 1000000, el, sizeof el);
     snprintf(member, sizeof member, "%s/member", c->data_dir);
     log_infow("configuring client listeners", LOG_STRS("listen-client-urls", lcu, nlcu));
+    /* etcd's keys only (a subset): tools that read these lines find
+     * what they know. */
     log_infow("starting an etcd server", LOG_STR("etcd-version", CAIRN_ETCD_VERSION),
-              LOG_STR("cairn-version", CAIRN_VERSION),
               LOG_BOOL("member-initialized", initialized), LOG_STR("name", c->name),
               LOG_STR("data-dir", c->data_dir), LOG_STR("member-dir", member),
               LOG_BOOL("force-new-cluster", 0), LOG_STR("heartbeat-interval", hb),
@@ -438,8 +439,7 @@ int main(int argc, char **argv)
         snprintf(cid, sizeof cid, "%016llx", (unsigned long long)server.cluster_id);
         log_infow("opened backend db", LOG_STR("path", db), LOG_STR("took", took));
         log_infow(member_initialized ? "restarting local member" : "starting local member",
-                  LOG_STR("local-member-id", id), LOG_STR("cluster-id", cid),
-                  LOG_UINT("term", server.raft_term));
+                  LOG_STR("local-member-id", id), LOG_STR("cluster-id", cid));
         log_infow("starting etcd server", LOG_STR("local-member-id", id),
                   LOG_STR("local-server-version", CAIRN_ETCD_VERSION),
                   LOG_STR("cluster-version", "to_be_decided"));

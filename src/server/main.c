@@ -251,26 +251,47 @@ static int setup_logging(const struct config *c, char *err, size_t n)
     return log_set_outputs(c->log_outputs, err, n) == 0 ? 0 : -1;
 }
 
-/* Splits a comma list into a fresh array of strings (for log fields);
- * the copy stays alive for the process. */
-static int url_list(const char *list, char **out)
+/* The URL lists the start-up lines show, split once. Static, so the
+ * copies stay reachable for the process (no leak reports). */
+struct urls {
+    char *copy;
+    char *v[CONFIG_MAX_URLS];
+    int n;
+};
+static struct {
+    struct urls iapu, lpu, acu, lcu, lmu;
+} start_urls;
+
+static void urls_split(struct urls *u, const char *list)
 {
-    return list ? config_split(cairn_strdup(list), out, CONFIG_MAX_URLS) : 0;
+    if (list == NULL)
+        return;
+    u->copy = cairn_strdup(list);
+    u->n = config_split(u->copy, u->v, CONFIG_MAX_URLS);
 }
+
+static void urls_init(const struct config *c)
+{
+    urls_split(&start_urls.iapu, c->initial_advertise_peer_urls);
+    urls_split(&start_urls.lpu, c->listen_peer_urls);
+    urls_split(&start_urls.acu, c->advertise_client_urls);
+    urls_split(&start_urls.lcu, c->listen_client_urls);
+    urls_split(&start_urls.lmu, c->listen_metrics_urls);
+}
+
+#define LOG_URLS(k, u) LOG_STRS(k, (u).v, (u).n)
 
 static void log_starting(const struct server *s, int initialized)
 {
     const struct config *c = &s->cfg;
-    char *iapu[CONFIG_MAX_URLS], *lpu[CONFIG_MAX_URLS], *acu[CONFIG_MAX_URLS],
-        *lcu[CONFIG_MAX_URLS], *lmu[CONFIG_MAX_URLS], hb[32], el[32], member[4096];
-    int niapu = url_list(c->initial_advertise_peer_urls, iapu);
-    int nlpu = url_list(c->listen_peer_urls, lpu), nacu = url_list(c->advertise_client_urls, acu);
-    int nlcu = url_list(c->listen_client_urls, lcu), nlmu = url_list(c->listen_metrics_urls, lmu);
+    char hb[32], el[32], member[4096];
+
+    urls_init(c);
 
     go_duration(c->heartbeat_ms * 1000000, hb, sizeof hb);
     go_duration(c->election_ms * 1000000, el, sizeof el);
     snprintf(member, sizeof member, "%s/member", c->data_dir);
-    log_infow("configuring client listeners", LOG_STRS("listen-client-urls", lcu, nlcu));
+    log_infow("configuring client listeners", LOG_URLS("listen-client-urls", start_urls.lcu));
     /* etcd's keys only (a subset): tools that read these lines find
      * what they know. */
     log_infow("starting an etcd server", LOG_STR("etcd-version", CAIRN_ETCD_VERSION),
@@ -278,11 +299,11 @@ static void log_starting(const struct server *s, int initialized)
               LOG_STR("data-dir", c->data_dir), LOG_STR("member-dir", member),
               LOG_BOOL("force-new-cluster", 0), LOG_STR("heartbeat-interval", hb),
               LOG_STR("election-timeout", el), LOG_INT("snapshot-count", c->snapshot_count),
-              LOG_STRS("initial-advertise-peer-urls", iapu, niapu),
-              LOG_STRS("listen-peer-urls", lpu, nlpu),
-              LOG_STRS("advertise-client-urls", acu, nacu),
-              LOG_STRS("listen-client-urls", lcu, nlcu),
-              LOG_STRS("listen-metrics-urls", lmu, nlmu),
+              LOG_URLS("initial-advertise-peer-urls", start_urls.iapu),
+              LOG_URLS("listen-peer-urls", start_urls.lpu),
+              LOG_URLS("advertise-client-urls", start_urls.acu),
+              LOG_URLS("listen-client-urls", start_urls.lcu),
+              LOG_URLS("listen-metrics-urls", start_urls.lmu),
               LOG_STR("initial-cluster", initialized ? "" : c->initial_cluster),
               LOG_STR("initial-cluster-state", c->initial_cluster_state),
               LOG_STR("initial-cluster-token", initialized ? "" : c->initial_cluster_token),
@@ -296,20 +317,14 @@ static void log_starting(const struct server *s, int initialized)
 
 static void log_now_serving(const struct server *s)
 {
-        char id[17], *iapu[CONFIG_MAX_URLS], *lpu[CONFIG_MAX_URLS],
-            *acu[CONFIG_MAX_URLS], *lcu[CONFIG_MAX_URLS], *lmu[CONFIG_MAX_URLS];
-        int niapu = url_list(s->cfg.initial_advertise_peer_urls, iapu);
-        int nlpu = url_list(s->cfg.listen_peer_urls, lpu);
-        int nacu = url_list(s->cfg.advertise_client_urls, acu);
-        int nlcu = url_list(s->cfg.listen_client_urls, lcu);
-        int nlmu = url_list(s->cfg.listen_metrics_urls, lmu);
+        char id[17];
         snprintf(id, sizeof id, "%016llx", (unsigned long long)s->member_id);
         log_infow("now serving peer/client/metrics", LOG_STR("local-member-id", id),
-                  LOG_STRS("initial-advertise-peer-urls", iapu, niapu),
-                  LOG_STRS("listen-peer-urls", lpu, nlpu),
-                  LOG_STRS("advertise-client-urls", acu, nacu),
-                  LOG_STRS("listen-client-urls", lcu, nlcu),
-                  LOG_STRS("listen-metrics-urls", lmu, nlmu));
+                  LOG_URLS("initial-advertise-peer-urls", start_urls.iapu),
+                  LOG_URLS("listen-peer-urls", start_urls.lpu),
+                  LOG_URLS("advertise-client-urls", start_urls.acu),
+                  LOG_URLS("listen-client-urls", start_urls.lcu),
+                  LOG_URLS("listen-metrics-urls", start_urls.lmu));
 }
 
 static uv_timer_t ready_timer;
@@ -346,11 +361,9 @@ static void on_ready(uv_timer_t *t)
         log_infow("set initial cluster version", LOG_STR("cluster-id", cid),
                   LOG_STR("local-member-id", id), LOG_STR("cluster-version", "3.6"));
     log_infow("enabled capabilities for version", LOG_STR("cluster-version", "3.6"));
-    char *lcu[CONFIG_MAX_URLS];
-    int nlcu = url_list(c->listen_client_urls, lcu);
-    for (int i = 0; i < nlcu; i++) {
-        const char *addr = strstr(lcu[i], "://");
-        addr = addr ? addr + 3 : lcu[i];
+    for (int i = 0; i < start_urls.lcu.n; i++) {
+        const char *addr = strstr(start_urls.lcu.v[i], "://");
+        addr = addr ? addr + 3 : start_urls.lcu.v[i];
         log_infow("serving client traffic insecurely; this is strongly discouraged!",
                   LOG_STR("address", addr));
     }

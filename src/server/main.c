@@ -195,7 +195,7 @@ static void go_duration(int64_t ns, char *out, size_t n)
         snprintf(out, n, "%lldns", (long long)ns);
         return;
     }
-    char frac[16];
+    char frac[32];
     int64_t unit = 1000000000, whole, part;
     const char *name = "s";
     int digits = 9;

@@ -1,6 +1,6 @@
 # cairn: plain GNU make + pkg-config. `make` builds build/cairn;
 # `make SAN=address,undefined` builds a sanitizer tree in build/san/.
-PKGS    := libnghttp2 openssl libprotobuf-c lmdb libuv
+PKGS    := libnghttp2 openssl libprotobuf-c lmdb libuv yaml-0.1
 B       := build$(if $(SAN),/san)
 PROTOS  := mvccpb/kv authpb/auth etcdserverpb/rpc v3lockpb/v3lock \
            v3electionpb/v3election grpc/health/v1/health
@@ -24,7 +24,8 @@ LIBOBJS := $(patsubst %.c,$(B)/%.o,$(filter-out src/server/main.c,$(SRCS))) \
            $(PB_C:.c=.o)
 TESTS   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
 
-.PHONY: all deps run test tests-build unit integration bench clean format
+.PHONY: all deps run test tests-build unit integration bench clean format \
+        install uninstall
 all: deps $(B)/cairn
 
 deps:
@@ -75,6 +76,24 @@ bench: all
 
 format:
 	clang-format -i $(SRCS) $(wildcard src/*/*.h) tests/unit/*.c
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the man page
+# and a systemd unit (Type=notify; its ExecStart points at BINDIR).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+
+install: $(B)/cairn
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(B)/cairn $(DESTDIR)$(BINDIR)/cairn
+	install -m 0644 docs/cairn.1 $(DESTDIR)$(MANDIR)/man1/cairn.1
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/cairn.service > $(DESTDIR)$(UNITDIR)/cairn.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/cairn.service
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cairn $(DESTDIR)$(MANDIR)/man1/cairn.1 \
+	    $(DESTDIR)$(UNITDIR)/cairn.service
 
 clean:
 	rm -rf build

@@ -101,6 +101,13 @@ static const char *alarm_name(int type)
     return v ? v->name : "UNKNOWN";
 }
 
+/* etcd's types.ID String(): lower-case hex without padding. */
+static const char *member_hex(uint64_t id, char out[17])
+{
+    snprintf(out, 17, "%" PRIx64, id);
+    return out;
+}
+
 /* etcd's applierV3backend.Alarm for ACTIVATE and DEACTIVATE: the response
  * names the alarm (already raised or not); deactivating one that is not
  * raised answers none. */
@@ -110,6 +117,7 @@ static int apply_alarm(struct apply *a, struct mvcc_txn *t,
                        Etcdserverpb__AlarmMember *m)
 {
     int i = alarm_find(a, r->memberid, r->alarm), rc = 0;
+    char hex[17];
     m->memberid = r->memberid;
     m->alarm = r->alarm;
     if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE) {
@@ -124,8 +132,8 @@ static int apply_alarm(struct apply *a, struct mvcc_txn *t,
             a->n_alarms++;
             pthread_mutex_unlock(&a->alarm_mu);
             alarm_mask_update(a);
-            log_warn("alarm raised: alarm=%s from=%016" PRIx64,
-                     alarm_name(r->alarm), r->memberid);
+            log_warnw("alarm raised", LOG_STR("alarm", alarm_name(r->alarm)),
+                      LOG_STR("from", member_hex(r->memberid, hex)));
         }
         resp->n_alarms = 1;
         return 0;
@@ -139,8 +147,8 @@ static int apply_alarm(struct apply *a, struct mvcc_txn *t,
     a->alarm_list[i] = a->alarm_list[--a->n_alarms];
     pthread_mutex_unlock(&a->alarm_mu);
     alarm_mask_update(a);
-    log_warn("alarm disarmed: alarm=%s from=%016" PRIx64, alarm_name(r->alarm),
-             r->memberid);
+    log_warnw("alarm disarmed", LOG_STR("alarm", alarm_name(r->alarm)),
+              LOG_STR("from", member_hex(r->memberid, hex)));
     resp->n_alarms = 1;
     return 0;
 }
@@ -359,10 +367,13 @@ static void defrag_step(struct apply *a)
     a->defrag_steps++;
     if (rc == 1)
         return;
-    log_info("finished defragment: rc=%d freed=%" PRId64 " steps=%d "
-             "took=%" PRIu64 "us longest-step=%" PRIu64 "us",
-             rc, a->defrag_freed, a->defrag_steps, now_us() - a->defrag_start_us,
-             a->defrag_max_step_us);
+    if (rc == 0)
+        log_infow("finished defragment", LOG_INT("freed-bytes", a->defrag_freed),
+                  LOG_INT("steps", a->defrag_steps),
+                  LOG_UINT("took-us", now_us() - a->defrag_start_us),
+                  LOG_UINT("longest-step-us", a->defrag_max_step_us));
+    else
+        log_warnw("failed to defragment", LOG_STR("error", cairn_err_msg(rc)));
     pthread_mutex_lock(&a->mu);
     struct defrag_waiter *w = a->defrag, *last = NULL;
     for (; w != NULL; w = w->next) {

@@ -305,7 +305,7 @@ void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len)
     d->c = c;
     c->ud = d;
     c->on_cancel = defrag_cancel;
-    log_info("starting defragment");
+    log_infow("starting defragment", LOG_STR("mode", "online"));
     apply_defrag(srv->apply, defrag_done, d);
 }
 

@@ -40,17 +40,18 @@ static void compact_done(struct apply_cmd *cmd)
     int64_t rev = (int64_t)(intptr_t)cmd->ud;
     cp.inflight = 0;
     if (cmd->rc == 0 || cmd->rc == CAIRN_ECOMPACTED) {
-        log_info("completed auto %s compaction: revision=%" PRId64,
-                 cp.periodic ? "periodic" : "revision", rev);
+        log_infow(cp.periodic ? "completed auto periodic compaction"
+                              : "completed auto revision compaction",
+                  LOG_INT("revision", rev));
         if (cp.periodic) {
             cp.last_success = now_ms();
         } else {
             cp.prev = rev;
         }
     } else {
-        log_warn("failed auto %s compaction: revision=%" PRId64 " error=%s",
-                 cp.periodic ? "periodic" : "revision", rev,
-                 cairn_err_msg(cmd->rc));
+        log_warnw(cp.periodic ? "failed auto periodic compaction"
+                              : "failed auto revision compaction",
+                  LOG_INT("revision", rev), LOG_STR("error", cairn_err_msg(cmd->rc)));
     }
     apply_cmd_free(cmd);
 }
@@ -67,8 +68,9 @@ static void compact(int64_t rev)
     cmd->done = compact_done;
     cmd->ud = (void *)(intptr_t)rev;
     cp.inflight = 1;
-    log_info("starting auto %s compaction: revision=%" PRId64,
-             cp.periodic ? "periodic" : "revision", rev);
+    log_infow(cp.periodic ? "starting auto periodic compaction"
+                          : "starting auto revision compaction",
+              LOG_INT("revision", rev));
     apply_submit(cp.apply, cmd);
 }
 
@@ -151,7 +153,8 @@ int server_compactor_start(uv_loop_t *loop, struct apply *a, const char *mode,
     if (!periodic) {
         cp.retention = v;
         uv_timer_start(&cp.timer, on_revision, REV_INTERVAL_MS, REV_INTERVAL_MS);
-        log_info("auto compaction: mode=revision retention=%" PRId64, v);
+        log_infow("auto compaction enabled", LOG_STR("mode", "revision"),
+                  LOG_INT("retention", v));
         return 0;
     }
     cp.period_ms = v;
@@ -164,7 +167,8 @@ int server_compactor_start(uv_loop_t *loop, struct apply *a, const char *mode,
     cp.base_ms = (uint64_t)v;
     sample();
     uv_timer_start(&cp.timer, on_periodic, (uint64_t)interval, (uint64_t)interval);
-    log_info("auto compaction: mode=periodic retention=%" PRId64 "ms", v);
+    log_infow("auto compaction enabled", LOG_STR("mode", "periodic"),
+              LOG_INT("retention-ms", v));
     return 0;
 }
 

@@ -3,11 +3,14 @@
 #include "server/config.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <yaml.h>
 
 #include "core/mem.h"
 
@@ -22,70 +25,88 @@ enum kind {
     K_UNSUPPORTED_BOOL,
 };
 
+/* The Go type of each key in etcd's config file (embed.Config's fields):
+ * the YAML value must convert to it, with encoding/json's errors. */
+enum ytype {
+    Y_AUTO,     /* from the kind: string, int64, bool or time.Duration */
+    Y_NONE,     /* a flag only, not a config file key */
+    Y_UINT,
+    Y_UINT64,
+    Y_STRINGS,  /* []string: a YAML list; kept comma-joined */
+    Y_BOOL,
+    Y_DURATION, /* time.Duration: an integer of nanoseconds in the file */
+    Y_SECURITY, /* client/peer-transport-security: a mapping; not a flag */
+};
+
 struct flag {
     const char *name;
     enum kind kind;
     size_t off;
     const char *dflt;
     const char *help;
+    enum ytype y;
 };
 
 #define F(field) offsetof(struct config, field)
 static const struct flag flags[] = {
-    {"name", K_STR, F(name), "default", "Human-readable name for this member."},
-    {"data-dir", K_STR, F(data_dir), NULL, "Path to the data directory (default ${name}.etcd)."},
-    {"listen-client-urls", K_STR, F(listen_client_urls), "http://localhost:2379", "List of URLs to listen on for client traffic."},
-    {"advertise-client-urls", K_STR, F(advertise_client_urls), "http://localhost:2379", "List of this member's client URLs to advertise."},
-    {"listen-peer-urls", K_STR, F(listen_peer_urls), "http://localhost:2380", "List of URLs to listen on for peer traffic (not used by a single member)."},
-    {"initial-advertise-peer-urls", K_STR, F(initial_advertise_peer_urls), "http://localhost:2380", "List of this member's peer URLs to advertise."},
-    {"initial-cluster", K_STR, F(initial_cluster), NULL, "Initial cluster configuration (default ${name}=${initial-advertise-peer-urls})."},
-    {"initial-cluster-token", K_STR, F(initial_cluster_token), "etcd-cluster", "Initial cluster token."},
-    {"initial-cluster-state", K_STR, F(initial_cluster_state), "new", "Initial cluster state ('new' or 'existing')."},
-    {"max-request-bytes", K_INT, F(max_request_bytes), "1572864", "Maximum client request size in bytes."},
-    {"max-txn-ops", K_INT, F(max_txn_ops), "128", "Maximum number of operations permitted in a transaction."},
-    {"quota-backend-bytes", K_INT, F(quota_backend_bytes), "0", "Raise alarms when backend size exceeds the given quota (0 = default 2 GiB; not enforced yet)."},
-    {"snapshot-count", K_INT, F(snapshot_count), "100000", "Committed transactions to trigger a snapshot (accepted; cairn has no raft log yet)."},
-    {"heartbeat-interval", K_INT, F(heartbeat_ms), "100", "Time (in milliseconds) of a heartbeat interval."},
-    {"election-timeout", K_INT, F(election_ms), "1000", "Time (in milliseconds) for an election to timeout."},
-    {"experimental-watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), "10m", "Duration of periodic watch progress notifications."},
-    {"watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), NULL, "Same as --experimental-watch-progress-notify-interval (etcd 3.6 name)."},
-    {"logger", K_STR, F(logger), "zap", "Logger: zap (structured JSON, as etcd)."},
-    {"log-outputs", K_STR, F(log_outputs), "default", "Where logs go: default (stderr), stderr, stdout, or file paths, comma-separated."},
-    {"listen-metrics-urls", K_STR, F(listen_metrics_urls), NULL, "List of additional URLs to serve /metrics and /health."},
-    {"auto-compaction-mode", K_STR, F(auto_compaction_mode), "periodic", "Interpret 'auto-compaction-retention' as 'periodic' (duration) or 'revision'."},
-    {"auto-compaction-retention", K_STR, F(auto_compaction_retention), "0", "Auto compaction retention (0 = off): hours or a duration for periodic, a count for revision."},
-    {"log-level", K_STR, F(log_level), "info", "Log level: debug, info, warn, error, panic, or fatal."},
-    {"version", K_BOOL, F(show_version), NULL, "Print the version and exit."},
-    {"help", K_BOOL, F(show_help), NULL, "Show this help and exit."},
+    {"name", K_STR, F(name), "default", "Human-readable name for this member.", Y_AUTO},
+    {"data-dir", K_STR, F(data_dir), NULL, "Path to the data directory (default ${name}.etcd).", Y_AUTO},
+    {"listen-client-urls", K_STR, F(listen_client_urls), "http://localhost:2379", "List of URLs to listen on for client traffic.", Y_AUTO},
+    {"advertise-client-urls", K_STR, F(advertise_client_urls), "http://localhost:2379", "List of this member's client URLs to advertise.", Y_AUTO},
+    {"listen-peer-urls", K_STR, F(listen_peer_urls), "http://localhost:2380", "List of URLs to listen on for peer traffic (not used by a single member).", Y_AUTO},
+    {"initial-advertise-peer-urls", K_STR, F(initial_advertise_peer_urls), "http://localhost:2380", "List of this member's peer URLs to advertise.", Y_AUTO},
+    {"initial-cluster", K_STR, F(initial_cluster), NULL, "Initial cluster configuration (default ${name}=${initial-advertise-peer-urls}).", Y_AUTO},
+    {"initial-cluster-token", K_STR, F(initial_cluster_token), "etcd-cluster", "Initial cluster token.", Y_AUTO},
+    {"initial-cluster-state", K_STR, F(initial_cluster_state), "new", "Initial cluster state ('new' or 'existing').", Y_AUTO},
+    {"max-request-bytes", K_INT, F(max_request_bytes), "1572864", "Maximum client request size in bytes.", Y_UINT},
+    {"max-txn-ops", K_INT, F(max_txn_ops), "128", "Maximum number of operations permitted in a transaction.", Y_UINT},
+    {"quota-backend-bytes", K_INT, F(quota_backend_bytes), "0", "Raise alarms when backend size exceeds the given quota (0 = default 2 GiB; not enforced yet).", Y_AUTO},
+    {"snapshot-count", K_INT, F(snapshot_count), "100000", "Committed transactions to trigger a snapshot (accepted; cairn has no raft log yet).", Y_UINT64},
+    {"heartbeat-interval", K_INT, F(heartbeat_ms), "100", "Time (in milliseconds) of a heartbeat interval.", Y_UINT},
+    {"election-timeout", K_INT, F(election_ms), "1000", "Time (in milliseconds) for an election to timeout.", Y_UINT},
+    {"experimental-watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), "10m", "Duration of periodic watch progress notifications.", Y_AUTO},
+    {"watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), NULL, "Same as --experimental-watch-progress-notify-interval (etcd 3.6 name).", Y_AUTO},
+    {"logger", K_STR, F(logger), "zap", "Logger: zap (structured JSON, as etcd).", Y_AUTO},
+    {"log-outputs", K_STR, F(log_outputs), "default", "Where logs go: default (stderr), stderr, stdout, or file paths, comma-separated.", Y_STRINGS},
+    {"listen-metrics-urls", K_STR, F(listen_metrics_urls), NULL, "List of additional URLs to serve /metrics and /health.", Y_AUTO},
+    {"auto-compaction-mode", K_STR, F(auto_compaction_mode), "periodic", "Interpret 'auto-compaction-retention' as 'periodic' (duration) or 'revision'.", Y_AUTO},
+    {"auto-compaction-retention", K_STR, F(auto_compaction_retention), "0", "Auto compaction retention (0 = off): hours or a duration for periodic, a count for revision.", Y_AUTO},
+    {"log-level", K_STR, F(log_level), "info", "Log level: debug, info, warn, error, panic, or fatal.", Y_AUTO},
+    {"version", K_BOOL, F(show_version), NULL, "Print the version and exit.", Y_NONE},
+    {"help", K_BOOL, F(show_help), NULL, "Show this help and exit.", Y_NONE},
     /* harmless to ignore for one member without those features */
-    {"enable-v2", K_IGNORED, 0, NULL, NULL},
-    {"max-snapshots", K_IGNORED, 0, NULL, NULL},
-    {"max-wals", K_IGNORED, 0, NULL, NULL},
-    {"grpc-keepalive-min-time", K_IGNORED, 0, NULL, NULL},
-    {"grpc-keepalive-interval", K_IGNORED, 0, NULL, NULL},
-    {"grpc-keepalive-timeout", K_IGNORED, 0, NULL, NULL},
-    {"strict-reconfig-check", K_IGNORED_BOOL, 0, NULL, NULL},
-    {"enable-pprof", K_IGNORED_BOOL, 0, NULL, NULL},
-    {"pre-vote", K_IGNORED_BOOL, 0, NULL, NULL},
-    {"cors", K_IGNORED, 0, NULL, NULL},
-    {"host-whitelist", K_IGNORED, 0, NULL, NULL},
-    {"discovery-fallback", K_IGNORED, 0, NULL, NULL},
+    {"enable-v2", K_IGNORED, 0, NULL, NULL, Y_BOOL},
+    {"max-snapshots", K_IGNORED, 0, NULL, NULL, Y_UINT},
+    {"max-wals", K_IGNORED, 0, NULL, NULL, Y_UINT},
+    {"grpc-keepalive-min-time", K_IGNORED, 0, NULL, NULL, Y_DURATION},
+    {"grpc-keepalive-interval", K_IGNORED, 0, NULL, NULL, Y_DURATION},
+    {"grpc-keepalive-timeout", K_IGNORED, 0, NULL, NULL, Y_DURATION},
+    {"strict-reconfig-check", K_IGNORED_BOOL, 0, NULL, NULL, Y_AUTO},
+    {"enable-pprof", K_IGNORED_BOOL, 0, NULL, NULL, Y_AUTO},
+    {"pre-vote", K_IGNORED_BOOL, 0, NULL, NULL, Y_AUTO},
+    {"cors", K_IGNORED, 0, NULL, NULL, Y_AUTO},
+    {"host-whitelist", K_IGNORED, 0, NULL, NULL, Y_AUTO},
+    {"discovery-fallback", K_IGNORED, 0, NULL, NULL, Y_NONE},
     /* not built yet: starting without them would silently differ */
-    {"cert-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"key-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
-    {"client-crl-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
-    {"peer-cert-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"peer-key-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"peer-trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL},
-    {"peer-client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
-    {"peer-auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
-    {"discovery", K_UNSUPPORTED, 0, NULL, NULL},
-    {"discovery-srv", K_UNSUPPORTED, 0, NULL, NULL},
-    {"force-new-cluster", K_UNSUPPORTED_BOOL, 0, NULL, NULL},
-    {"auth-token", K_UNSUPPORTED, 0, NULL, NULL},
+    {"cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
+    {"client-crl-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
+    {"peer-cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"peer-key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"peer-trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
+    {"peer-client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
+    {"peer-auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
+    {"discovery", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
+    {"discovery-srv", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
+    {"force-new-cluster", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_AUTO},
+    {"auth-token", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
+    {"config-file", K_STR, F(config_file), NULL, "Path to the server configuration file (etcd's YAML keys). Other flags and ETCD_* variables are then ignored.", Y_NONE},
+    /* config file only: TLS settings live in these mappings there */
+    {"client-transport-security", K_UNSUPPORTED, 0, NULL, NULL, Y_SECURITY},
+    {"peer-transport-security", K_UNSUPPORTED, 0, NULL, NULL, Y_SECURITY},
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
@@ -112,7 +133,7 @@ void config_usage(FILE *out)
 static const struct flag *find(const char *name, size_t len)
 {
     for (size_t i = 0; i < NFLAGS; i++)
-        if (strlen(flags[i].name) == len &&
+        if (flags[i].y != Y_SECURITY && strlen(flags[i].name) == len &&
             strncmp(flags[i].name, name, len) == 0)
             return &flags[i];
     return NULL;
@@ -234,6 +255,462 @@ static void env_name(const char *flag, char *out, size_t n)
     out[i] = 0;
 }
 
+/* Strings config_parse allocates hang off c->owned, for config_free.
+ * @s NULL: @n zeroed bytes to fill. */
+struct owned {
+    struct owned *next;
+    char s[];
+};
+
+static char *own(struct config *c, const char *s, size_t n)
+{
+    struct owned *o = cairn_malloc(sizeof *o + n + 1);
+    if (s)
+        memcpy(o->s, s, n);
+    else
+        memset(o->s, 0, n); /* room to fill */
+    o->s[n] = 0;
+    o->next = c->owned;
+    c->owned = o;
+    return o->s;
+}
+
+void config_free(struct config *c)
+{
+    struct owned *o = c->owned;
+    while (o) {
+        struct owned *next = o->next;
+        cairn_free(o);
+        o = next;
+    }
+    c->owned = NULL;
+}
+
+static int verr(struct config *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int verr(struct config *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->error, sizeof c->error, fmt, ap);
+    va_end(ap);
+    return 3;
+}
+
+/* ---- the config file: etcd reads it with sigs.k8s.io/yaml, which turns
+ * YAML 1.1 (yaml.v2, a port of libyaml) into JSON and decodes that with
+ * encoding/json into embed.Config. So: libyaml parses, scalars resolve as
+ * yaml.v2 resolves them, and type mismatches fail with encoding/json's
+ * message. Unknown keys are ignored, as etcd ignores them. */
+
+enum jt { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+static const char *const jt_name[] = {"null", "bool", "number", "string",
+                                      "array", "object"};
+
+static int in_list(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0)
+            return 1;
+    return 0;
+}
+
+/* json.Marshal's float64: shortest digits that read back exactly, 'e'
+ * form below 1e-6 and from 1e21, with "e-07" cleaned to "e-7". */
+static void json_float(double f, char *out, size_t cap)
+{
+    int p;
+    char e[40];
+    for (p = 1; p < 17; p++) {
+        snprintf(e, sizeof e, "%.*e", p - 1, f);
+        if (strtod(e, NULL) == f)
+            break;
+    }
+    snprintf(e, sizeof e, "%.*e", p - 1, f);
+    double a = f < 0 ? -f : f;
+    if (a != 0 && (a < 1e-6 || a >= 1e21)) {
+        char *x = strchr(e, 'e');
+        if (x && x[2] == '0' && x[3] != 0)
+            memmove(x + 2, x + 3, strlen(x + 3) + 1);
+        snprintf(out, cap, "%s", e);
+        return;
+    }
+    int exp = atoi(strchr(e, 'e') + 1), dec = p - 1 - exp;
+    snprintf(out, cap, "%.*f", dec > 0 ? dec : 0, f);
+}
+
+/* yaml.v2's float syntax (plus its ParseFloat). */
+static int yaml_float_syntax(const char *s)
+{
+    if (*s == '+' || *s == '-')
+        s++;
+    int digits = 0;
+    while (isdigit((unsigned char)*s))
+        s++, digits++;
+    if (*s == '.') {
+        s++;
+        int frac = 0;
+        while (isdigit((unsigned char)*s))
+            s++, frac++;
+        if (!digits && !frac)
+            return 0;
+    } else if (!digits)
+        return 0;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!isdigit((unsigned char)*s))
+            return 0;
+        while (isdigit((unsigned char)*s))
+            s++;
+    }
+    return *s == 0;
+}
+
+/* What JSON value a YAML node becomes. For numbers @num gets the JSON
+ * literal; for bools @b the value. Quoted scalars are strings. */
+static enum jt resolve(const yaml_node_t *n, char *num, size_t cap, int *b)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
+    static const char *const yes[] = {"y", "Y", "yes", "Yes", "YES", "true",
+                                      "True", "TRUE", "on", "On", "ON", NULL};
+    static const char *const no[] = {"n", "N", "no", "No", "NO", "false",
+                                     "False", "FALSE", "off", "Off", "OFF", NULL};
+    if (n->type == YAML_SEQUENCE_NODE)
+        return J_ARR;
+    if (n->type == YAML_MAPPING_NODE)
+        return J_OBJ;
+    const char *s = (const char *)n->data.scalar.value;
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return J_STR;
+    if (in_list(s, nulls))
+        return J_NULL;
+    if (in_list(s, yes) || in_list(s, no)) {
+        *b = in_list(s, yes);
+        return J_BOOL;
+    }
+    /* integers: Go's ParseInt(s, 0, 64), then ParseUint */
+    char clean[64], *end;
+    size_t l = 0;
+    for (const char *p = s; *p && l + 1 < sizeof clean; p++)
+        if (*p != '_')
+            clean[l++] = *p;
+    clean[l] = 0;
+    if (l > 0 && (isdigit((unsigned char)clean[0]) ||
+                  ((clean[0] == '-' || clean[0] == '+') &&
+                   isdigit((unsigned char)clean[1])))) {
+        errno = 0;
+        long long v = strtoll(clean, &end, 0);
+        if (*end == 0 && errno == 0) {
+            snprintf(num, cap, "%lld", v);
+            return J_NUM;
+        }
+        errno = 0;
+        unsigned long long u = strtoull(clean, &end, 0);
+        if (*end == 0 && errno == 0 && clean[0] != '-') {
+            snprintf(num, cap, "%llu", u);
+            return J_NUM;
+        }
+    }
+    if (yaml_float_syntax(clean)) {
+        json_float(strtod(clean, NULL), num, cap);
+        return J_NUM;
+    }
+    return J_STR;
+}
+
+static int type_err(struct config *c, const char *what, const char *key,
+                    const char *gotype)
+{
+    return verr(c, "error unmarshaling JSON: while decoding JSON: json: "
+                   "cannot unmarshal %s into Go struct field configYAML.%s of "
+                   "type %s",
+                what, key, gotype);
+}
+
+static enum ytype ytype_of(const struct flag *f)
+{
+    if (f->y != Y_AUTO)
+        return f->y;
+    switch (f->kind) {
+    case K_BOOL:
+    case K_IGNORED_BOOL:
+    case K_UNSUPPORTED_BOOL:
+        return Y_BOOL;
+    case K_DURATION:
+        return Y_DURATION;
+    default:
+        return Y_AUTO;
+    }
+}
+
+static const char *gotype(const struct flag *f)
+{
+    switch (ytype_of(f)) {
+    case Y_UINT: return "uint";
+    case Y_UINT64: return "uint64";
+    case Y_STRINGS: return "[]string";
+    case Y_BOOL: return "bool";
+    case Y_DURATION: return "time.Duration";
+    case Y_SECURITY: return "embed.securityConfig";
+    default: return f->kind == K_INT ? "int64" : "string";
+    }
+}
+
+/* Does a client/peer-transport-security mapping ask for anything? */
+static int security_set(yaml_document_t *d, yaml_node_t *m)
+{
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start;
+         p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *v = yaml_document_get_node(d, p->value);
+        char num[64];
+        int b = 0;
+        enum jt t = resolve(v, num, sizeof num, &b);
+        if (t == J_NUM || t == J_ARR || t == J_OBJ || (t == J_BOOL && b) ||
+            (t == J_STR && v->data.scalar.length > 0))
+            return 1;
+    }
+    return 0;
+}
+
+/* One key of the file: check the type as encoding/json would, then store
+ * through the flag table. */
+static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
+                    yaml_node_t *v)
+{
+    char num[64], text[96];
+    int b = 0;
+    enum jt t = resolve(v, num, sizeof num, &b);
+    enum ytype y = ytype_of(f);
+    const char *val = NULL;
+
+    if (t == J_NULL && y != Y_STRINGS)
+        return 0; /* encoding/json leaves the field as it was */
+    switch (y) {
+    case Y_SECURITY:
+        if (t != J_OBJ)
+            return type_err(c, jt_name[t], f->name, gotype(f));
+        if (security_set(d, v))
+            return verr(c, "%s: TLS is not supported yet; cairn refuses to "
+                           "start without it", f->name);
+        return 0;
+    case Y_STRINGS: {
+        if (t != J_ARR && t != J_NULL)
+            return type_err(c, jt_name[t], f->name, gotype(f));
+        size_t len = 0;
+        char joined[4096];
+        joined[0] = 0;
+        for (yaml_node_item_t *it = t == J_ARR ? v->data.sequence.items.start : NULL;
+             it && it < v->data.sequence.items.top; it++) {
+            yaml_node_t *e = yaml_document_get_node(d, *it);
+            enum jt et = resolve(e, num, sizeof num, &b);
+            if (et != J_STR && et != J_NULL)
+                return type_err(c, jt_name[et], f->name, "string");
+            const char *s = et == J_STR ? (const char *)e->data.scalar.value : "";
+            len += (size_t)snprintf(joined + len, len < sizeof joined ? sizeof joined - len : 0,
+                                    "%s%s", len ? "," : "", s);
+        }
+        if (len >= sizeof joined)
+            return verr(c, "%s: list too long", f->name);
+        val = own(c, joined, strlen(joined));
+        break;
+    }
+    case Y_BOOL:
+        if (t != J_BOOL)
+            return type_err(c, jt_name[t], f->name, gotype(f));
+        val = b ? "true" : "false";
+        break;
+    case Y_UINT:
+    case Y_UINT64:
+    case Y_DURATION:
+    case Y_AUTO:
+        if (y == Y_AUTO && f->kind != K_INT) { /* a Go string */
+            if (t != J_STR)
+                return type_err(c, jt_name[t], f->name, gotype(f));
+            val = own(c, (const char *)v->data.scalar.value, v->data.scalar.length);
+            break;
+        }
+        if (t != J_NUM)
+            return type_err(c, jt_name[t], f->name, gotype(f));
+        {
+            /* encoding/json: ParseUint / ParseInt of the literal, base 10 */
+            char *end;
+            int neg = num[0] == '-', bad = !isdigit((unsigned char)num[neg]);
+            errno = 0;
+            if (y == Y_UINT || y == Y_UINT64) {
+                bad |= neg;
+                (void)strtoull(num, &end, 10);
+            } else
+                (void)strtoll(num, &end, 10);
+            if (bad || *end || errno)
+                return type_err(c, (snprintf(text, sizeof text, "number %s", num), text),
+                                f->name, gotype(f));
+        }
+        if (y == Y_DURATION) {
+            snprintf(text, sizeof text, "%sns", num); /* nanoseconds */
+            val = own(c, text, strlen(text));
+        } else
+            val = own(c, num, strlen(num));
+        break;
+    case Y_NONE:
+        return 0;
+    }
+    if (f->kind == K_UNSUPPORTED || f->kind == K_UNSUPPORTED_BOOL) {
+        if (strcmp(val, "false") == 0 || *val == 0)
+            return 0;
+        return verr(c, "%s is not supported yet (the feature is not built); "
+                       "cairn refuses to start without it", f->name);
+    }
+    if (f->kind == K_DURATION && val[0] == '-')
+        return verr(c, "%s: negative duration", f->name);
+    return set(c, f, val, "") == 0 ? 0 : verr(c, "%s: invalid value %s", f->name, val);
+}
+
+/* yaml.v2's parser.fail(): its line numbers, its prefix. */
+static int yaml_fail(struct config *c, const yaml_parser_t *p)
+{
+    size_t line = 0;
+    char where[32] = "";
+    if (p->problem_mark.line != 0) {
+        line = p->problem_mark.line;
+        if (p->error == YAML_SCANNER_ERROR)
+            line++;
+    } else if (p->context_mark.line != 0) {
+        line = p->context_mark.line;
+    }
+    if (line)
+        snprintf(where, sizeof where, "line %zu: ", line);
+    return verr(c, "error converting YAML to JSON: yaml: %s%s", where,
+                p->problem ? p->problem : "unknown problem parsing YAML content");
+}
+
+static int load_file(struct config *c, const char *path, unsigned char *seen)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int rc = 0;
+    FILE *fp = fopen(path, "rb");
+
+    if (fp == NULL) {
+        /* Go's *PathError: its errno texts are glibc's, lowercased */
+        char e[128];
+        snprintf(e, sizeof e, "%s", strerror(errno));
+        e[0] = (char)tolower((unsigned char)e[0]);
+        return verr(c, "open %s: %s", path, e);
+    }
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, fp);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = yaml_fail(c, &parser);
+        goto out_parser;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL)
+        goto out_doc; /* an empty file: the defaults */
+    if (root->type != YAML_MAPPING_NODE) {
+        char num[64];
+        int b;
+        enum jt t = resolve(root, num, sizeof num, &b);
+        if (t != J_NULL)
+            rc = verr(c, "error unmarshaling JSON: while decoding JSON: json: "
+                         "cannot unmarshal %s into Go value of type embed.configYAML",
+                      jt_name[t]);
+        goto out_doc;
+    }
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top && rc == 0; p++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+        if (k->type != YAML_SCALAR_NODE) {
+            rc = verr(c, "error converting YAML to JSON: yaml: invalid map key");
+            break;
+        }
+        const char *key = (const char *)k->data.scalar.value;
+        const struct flag *f = NULL;
+        for (size_t i = 0; i < NFLAGS && f == NULL; i++)
+            if (strcmp(flags[i].name, key) == 0 && flags[i].y != Y_NONE)
+                f = &flags[i];
+        if (f == NULL)
+            continue; /* etcd ignores unknown keys */
+        yaml_node_t *v = yaml_document_get_node(&doc, p->value);
+        char num[64];
+        int b;
+        /* null leaves the field as it was: the default still applies */
+        if (resolve(v, num, sizeof num, &b) == J_NULL && ytype_of(f) != Y_STRINGS)
+            continue;
+        rc = yaml_key(c, f, &doc, v);
+        seen[f - flags] = 1;
+    }
+out_doc:
+    yaml_document_delete(&doc);
+out_parser:
+    yaml_parser_delete(&parser);
+    fclose(fp);
+    return rc;
+}
+
+/* Fills what no flag, variable or key set, then derives and checks. */
+static int finish(struct config *c, const unsigned char *seen)
+{
+    int rc;
+    for (size_t i = 0; i < NFLAGS; i++)
+        if (!seen[i] && flags[i].dflt && flags[i].kind != K_IGNORED)
+            if ((rc = set(c, &flags[i], flags[i].dflt, "")) != 0)
+                return rc;
+    if (c->data_dir == NULL) {
+        char d[4096];
+        snprintf(d, sizeof d, "%s.etcd", c->name);
+        c->data_dir = own(c, d, strlen(d));
+    }
+    if (c->initial_cluster == NULL) {
+        size_t n = strlen(c->name) + strlen(c->initial_advertise_peer_urls) + 2;
+        char *ic = own(c, NULL, n);
+        snprintf(ic, n, "%s=%s", c->name, c->initial_advertise_peer_urls);
+        c->initial_cluster = ic;
+    }
+    if (strcmp(c->initial_cluster_state, "new") != 0 &&
+        strcmp(c->initial_cluster_state, "existing") != 0) {
+        if (c->from_file)
+            return verr(c, "invalid value \"%s\" for initial-cluster-state: "
+                           "use 'new' or 'existing'", c->initial_cluster_state);
+        fprintf(stderr, "cairn: invalid value \"%s\" for flag "
+                        "--initial-cluster-state: use 'new' or 'existing'\n",
+                c->initial_cluster_state);
+        return 2;
+    }
+    if (c->max_request_bytes <= 0 || c->max_txn_ops <= 0) {
+        if (c->from_file)
+            return verr(c, "max-request-bytes and max-txn-ops must be positive");
+        fprintf(stderr, "cairn: --max-request-bytes and --max-txn-ops must be positive\n");
+        return 2;
+    }
+    return 0;
+}
+
+/* ETCD_* variables for what no flag set (the path without a file). */
+static int from_env(struct config *c, unsigned char *seen)
+{
+    int rc;
+    for (size_t i = 0; i < NFLAGS; i++) {
+        char env[96];
+        if (flags[i].y == Y_SECURITY || flags[i].off == F(config_file))
+            continue;
+        env_name(flags[i].name, env, sizeof env);
+        const char *v = getenv(env);
+        if (seen[i] || v == NULL)
+            continue;
+        if (flags[i].kind == K_UNSUPPORTED || flags[i].kind == K_UNSUPPORTED_BOOL) {
+            if ((rc = set(c, &flags[i], v, "ETCD_ variable for --")) != 0)
+                return rc;
+            continue;
+        }
+        seen[i] = 1;
+        if ((rc = set(c, &flags[i], v, "")) != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int config_parse(struct config *c, int argc, char **argv)
 {
     unsigned char seen[NFLAGS];
@@ -272,54 +749,37 @@ int config_parse(struct config *c, int argc, char **argv)
         if ((rc = set(c, f, v, "--")) != 0)
             return rc;
     }
-    for (size_t i = 0; i < NFLAGS; i++) {
-        char env[96];
-        env_name(flags[i].name, env, sizeof env);
-        const char *v = getenv(env);
-        if (seen[i] || v == NULL)
-            continue;
-        if (flags[i].kind == K_UNSUPPORTED || flags[i].kind == K_UNSUPPORTED_BOOL) {
-            if ((rc = set(c, &flags[i], v, "ETCD_ variable for --")) != 0)
-                return rc;
-            continue;
-        }
-        seen[i] = 1;
-        if ((rc = set(c, &flags[i], v, "")) != 0)
-            return rc;
-    }
-    for (size_t i = 0; i < NFLAGS; i++)
-        if (!seen[i] && flags[i].dflt && flags[i].kind != K_IGNORED)
-            if ((rc = set(c, &flags[i], flags[i].dflt, "")) != 0)
-                return rc;
+    /* etcd's flag parsing handles --help and --version before it looks at
+     * the environment or a config file. */
     if (c->show_help) {
         config_usage(stdout);
         return 1;
     }
     if (c->show_version)
         return 1;
-    if (c->data_dir == NULL) {
-        char *d = cairn_malloc(strlen(c->name) + 6);
-        sprintf(d, "%s.etcd", c->name);
-        c->data_dir = d;
+    /* etcdmain/config.go: ETCD_CONFIG_FILE is read on its own first; with
+     * a file, the flags and the environment are ignored entirely. */
+    const char *file = c->config_file;
+    if (file == NULL || *file == 0)
+        file = getenv("ETCD_CONFIG_FILE");
+    if (file != NULL && *file != 0) {
+        memset(c, 0, sizeof *c);
+        memset(seen, 0, sizeof seen);
+        c->config_file = file;
+        c->from_file = 1;
+        if ((rc = load_file(c, file, seen)) != 0)
+            return rc;
+    } else {
+        if ((rc = from_env(c, seen)) != 0)
+            return rc;
+        if (c->show_help) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (c->show_version)
+            return 1;
     }
-    if (c->initial_cluster == NULL) {
-        char *ic = cairn_malloc(strlen(c->name) +
-                                strlen(c->initial_advertise_peer_urls) + 2);
-        sprintf(ic, "%s=%s", c->name, c->initial_advertise_peer_urls);
-        c->initial_cluster = ic;
-    }
-    if (strcmp(c->initial_cluster_state, "new") != 0 &&
-        strcmp(c->initial_cluster_state, "existing") != 0) {
-        fprintf(stderr, "cairn: invalid value \"%s\" for flag "
-                        "--initial-cluster-state: use 'new' or 'existing'\n",
-                c->initial_cluster_state);
-        return 2;
-    }
-    if (c->max_request_bytes <= 0 || c->max_txn_ops <= 0) {
-        fprintf(stderr, "cairn: --max-request-bytes and --max-txn-ops must be positive\n");
-        return 2;
-    }
-    return 0;
+    return finish(c, seen);
 }
 
 int config_split(char *list, char **out, int max)

@@ -1,5 +1,8 @@
-/* Command line and ETCD_* environment: etcd's flag names, defaults and
- * precedence (flag, then environment, then default). Immutable after
+/* Command line, ETCD_* environment and --config-file: etcd's flag names,
+ * YAML keys, defaults and precedence. Without a config file: flag, then
+ * environment, then default. With one (--config-file, else
+ * $ETCD_CONFIG_FILE): the file and the defaults only; other flags and
+ * ETCD_* variables are ignored, as etcd ignores them. Immutable after
  * start. */
 #ifndef SERVER_CONFIG_H
 #define SERVER_CONFIG_H
@@ -41,11 +44,19 @@ struct config {
     int64_t election_ms;
     int64_t progress_notify_ms;
     int show_version, show_help;
+    int from_file;                         /* settings came from config_file */
+    void *owned;                           /* strings config_parse allocated */
+    char error[512];                       /* why config_parse returned 3 */
 };
 
-/* Parses argv and the environment. Returns 0, 1 when the process should
- * exit 0 (help, version) or 2 on a usage error (message printed). */
+/* Parses argv, then the config file or the environment. Returns 0, 1 when
+ * the process should exit 0 (help, version), 2 on a usage error (message
+ * printed, as Go's flag package) or 3 when the configuration is invalid
+ * (etcd's message in c->error; etcd logs it as "failed to verify flags"
+ * and exits 1). Strings may point into argv and the environment. */
 int config_parse(struct config *c, int argc, char **argv);
+/* Frees what config_parse allocated (after any return). */
+void config_free(struct config *c);
 void config_usage(FILE *out);
 
 /* Go's time.ParseDuration to millisecond precision. 0 or -1. */

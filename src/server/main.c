@@ -15,6 +15,8 @@
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "server/compactor.h"
+#include "server/notify.h"
+#include "server/startup.h"
 #include "server/server.h"
 #include "snap/cli.h"
 #include "watch/watch.h"
@@ -87,8 +89,8 @@ static int identity(struct server *s)
     for (int i = 0; i < n; i++) {
         char *eq = strchr(ents[i], '=');
         if (eq == NULL) {
-            fprintf(stderr, "cairn: --initial-cluster: '%s' is not name=url\n",
-                    ents[i]);
+            log_errorw("--initial-cluster: an entry is not name=url",
+                       LOG_STR("entry", ents[i]));
             return -1;
         }
         *eq = 0;
@@ -105,16 +107,16 @@ static int identity(struct server *s)
         }
     }
     if (!mine) {
-        fprintf(stderr,
-                "cairn: couldn't find local name \"%s\" in the initial cluster "
-                "configuration\n",
-                s->cfg.name);
+        char e[512];
+        snprintf(e, sizeof e, "couldn't find local name \"%s\" in the "
+                 "initial cluster configuration", s->cfg.name);
+        log_errorw("discovery failed", LOG_STR("error", e)); /* etcd's words */
         return -1;
     }
     if (nm > 1) {
-        fprintf(stderr, "cairn: --initial-cluster names %d members; replication "
-                        "is not built yet, so cairn runs one member only\n",
-                nm);
+        log_errorw("--initial-cluster names more than one member; replication "
+                   "is not built yet, so cairn runs one member only",
+                   LOG_INT("members", nm));
         return -1;
     }
     s->member_id = server_member_id(s->peer_urls, s->n_peer_urls,
@@ -168,7 +170,12 @@ static void on_signal(uv_signal_t *h, int signum)
     if (srv->stopping)
         return;
     srv->stopping = 1;
-    log_info("server: received signal %d, shutting down", signum);
+    log_infow("received signal; shutting down",
+              LOG_STR("signal", signum == SIGTERM ? "terminated" : "interrupt"));
+    int rc = server_sd_notify("STOPPING=1");
+    if (rc < 0)
+        log_warnw("failed to notify systemd of stopping",
+                  LOG_STR("error", strerror(-rc)));
     watch_shutdown(); /* watch streams would hold connections open */
     lease_shutdown();
     server_compactor_stop();
@@ -222,17 +229,32 @@ int main(int argc, char **argv)
                    CAIRN_ETCD_VERSION);
         return 0;
     }
-    if (rc != 0)
+    if (rc == 2)
         return 2;
-    if (log_set_level(server.cfg.log_level) != 0) {
-        fprintf(stderr, "cairn: unknown --log-level '%s'\n", server.cfg.log_level);
-        return 2;
+    /* etcdmain: errors found after flag parsing (the config file, the
+     * logger) are logged as "failed to verify flags", exit 1. */
+    char lerr[512];
+    if (rc == 0 && startup_logging(&server.cfg, lerr, sizeof lerr) != 0)
+        rc = 3;
+    else if (rc == 3)
+        snprintf(lerr, sizeof lerr, "%s", server.cfg.error);
+    if (rc == 0 && server.cfg.from_file)
+        log_infow("loaded server configuration, other configuration command "
+                  "line flags and environment variables will be ignored if provided",
+                  LOG_STR("path", server.cfg.config_file));
+    log_infow("Running: ", LOG_STRS("args", argv, argc));
+    if (rc != 0) {
+        log_warnw("failed to verify flags", LOG_STR("error", lerr));
+        return 1;
     }
     if (identity(&server) != 0)
         return 2;
     server.loop = uv_default_loop();
     if (etcd_data_dir(server.cfg.data_dir))
         return 1;
+    int member_initialized = access(server.cfg.data_dir, F_OK) == 0;
+    startup_log_starting(&server, member_initialized);
+    int64_t t0 = startup_now_ns();
     rc = mvcc_open(server.cfg.data_dir, MAP_SIZE, &server.mvcc);
     if (rc != 0) {
         log_error("server: cannot open data dir %s: %s", server.cfg.data_dir,
@@ -243,6 +265,7 @@ int main(int argc, char **argv)
         log_error("server: cannot write to data dir: %s", cairn_err_msg(rc));
         return 1;
     }
+    startup_log_opened(&server, member_initialized, startup_now_ns() - t0);
     struct apply_header hdr = {server.cluster_id, server.member_id,
                                server.raft_term};
     if (apply_start(server.loop, server.mvcc, &hdr, &server.apply) != 0) {
@@ -301,12 +324,8 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_init(server.loop, &sig_int);
     uv_signal_start(&sig_int, on_signal, SIGINT);
-    log_info("server: ready name=%s data-dir=%s member-id=%016llx "
-             "cluster-id=%016llx term=%llu",
-             server.cfg.name, server.cfg.data_dir,
-             (unsigned long long)server.member_id,
-             (unsigned long long)server.cluster_id,
-             (unsigned long long)server.raft_term);
+    startup_log_serving(&server);
+    startup_ready_soon(server.loop, member_initialized);
     uv_run(server.loop, UV_RUN_DEFAULT);
     drain_pool(server.loop);
     mvcc_close(server.mvcc);

@@ -53,25 +53,10 @@ struct parsed {
     int rc;
 };
 
-/* Was @p given to config_parse (inside argv or the environment) rather than
- * allocated by it? */
-static int borrowed(const struct parsed *p, const char *s, const char *env)
-{
-    for (int i = 0; i < p->argc; i++)
-        if (s >= p->argv[i] && s <= p->argv[i] + strlen(p->argv[i]))
-            return 1;
-    return env && s == getenv(env);
-}
-
-/* Frees what config_parse allocated (the derived data dir and initial
- * cluster), and our argv copies. */
+/* Frees what config_parse allocated, and our argv copies. */
 static void done(struct parsed *p)
 {
-    if (p->c.data_dir && !borrowed(p, p->c.data_dir, "ETCD_DATA_DIR"))
-        free((void *)p->c.data_dir);
-    if (p->c.initial_cluster &&
-        !borrowed(p, p->c.initial_cluster, "ETCD_INITIAL_CLUSTER"))
-        free((void *)p->c.initial_cluster);
+    config_free(&p->c);
     for (int i = 0; i < p->argc; i++)
         free(p->argv[i]);
     free(p);
@@ -403,6 +388,282 @@ static void test_split(void **state)
     assert_int_equal(config_split(d, out, 4), 0);
 }
 
+/* ---- --config-file: etcd's YAML keys (embed.Config's json tags). The
+ * expected error texts are etcd 3.4.23's own, taken from running it on the
+ * same files. */
+
+static char cf_path[64];
+
+/* Writes @yaml to a fresh temporary file; cf_path names it. */
+static const char *cf(const char *yaml)
+{
+    snprintf(cf_path, sizeof cf_path, "/tmp/cairn-test-cf-XXXXXX");
+    int fd = mkstemp(cf_path);
+    assert_true(fd >= 0);
+    size_t n = strlen(yaml);
+    assert_int_equal(write(fd, yaml, n), (ssize_t)n);
+    close(fd);
+    return cf_path;
+}
+
+static char cf_flag[96];
+static const char *cf_arg(const char *yaml)
+{
+    snprintf(cf_flag, sizeof cf_flag, "--config-file=%s", cf(yaml));
+    return cf_flag;
+}
+
+static void test_config_file_keys(void **state)
+{
+    (void)state;
+    struct parsed *p = PARSE(cf_arg(
+        "# etcd's sample layout\n"
+        "name: 'node-1'\n"
+        "data-dir: /var/lib/cairn\n"
+        "listen-client-urls: http://127.0.0.1:2379,http://10.0.0.1:2379\n"
+        "advertise-client-urls: http://10.0.0.1:2379\n"
+        "listen-peer-urls: http://10.0.0.1:2380\n"
+        "initial-advertise-peer-urls: http://10.0.0.1:2380\n"
+        "initial-cluster-token: tok\n"
+        "initial-cluster-state: existing\n"
+        "quota-backend-bytes: 8589934592\n"
+        "auto-compaction-mode: revision\n"
+        "auto-compaction-retention: \"1000\"\n"
+        "max-request-bytes: 10485760\n"
+        "max-txn-ops: 0x100\n"
+        "heartbeat-interval: 50\n"
+        "election-timeout: 500\n"
+        "snapshot-count: 10000\n"
+        "log-level: warn\n"
+        "logger: zap\n"
+        "log-outputs: [stderr, /tmp/x.log]\n"
+        "listen-metrics-urls: http://127.0.0.1:2381\n"
+        "experimental-watch-progress-notify-interval: 5000000000\n"
+        "enable-v2: false\n"
+        "max-wals: 5\n"
+        "strict-reconfig-check: true\n"
+        "client-transport-security:\n"
+        "  cert-file:\n"
+        "  client-cert-auth: false\n"
+        "no-such-key: [1, 2]\n"));
+    unlink(cf_path);
+    if (p->rc != 0)
+        print_error("config_parse: %s\n", p->c.error);
+    assert_int_equal(p->rc, 0);
+    struct config *c = &p->c;
+    assert_true(c->from_file);
+    assert_string_equal(c->name, "node-1");
+    assert_string_equal(c->data_dir, "/var/lib/cairn");
+    assert_string_equal(c->listen_client_urls, "http://127.0.0.1:2379,http://10.0.0.1:2379");
+    assert_string_equal(c->advertise_client_urls, "http://10.0.0.1:2379");
+    assert_string_equal(c->listen_peer_urls, "http://10.0.0.1:2380");
+    assert_string_equal(c->initial_advertise_peer_urls, "http://10.0.0.1:2380");
+    assert_string_equal(c->initial_cluster, "node-1=http://10.0.0.1:2380");
+    assert_string_equal(c->initial_cluster_token, "tok");
+    assert_string_equal(c->initial_cluster_state, "existing");
+    assert_int_equal(c->quota_backend_bytes, 8589934592LL);
+    assert_string_equal(c->auto_compaction_mode, "revision");
+    assert_string_equal(c->auto_compaction_retention, "1000");
+    assert_int_equal(c->max_request_bytes, 10485760);
+    assert_int_equal(c->max_txn_ops, 256);
+    assert_int_equal(c->heartbeat_ms, 50);
+    assert_int_equal(c->election_ms, 500);
+    assert_int_equal(c->snapshot_count, 10000);
+    assert_string_equal(c->log_level, "warn");
+    assert_string_equal(c->logger, "zap");
+    assert_string_equal(c->log_outputs, "stderr,/tmp/x.log");
+    assert_string_equal(c->listen_metrics_urls, "http://127.0.0.1:2381");
+    assert_int_equal(c->progress_notify_ms, 5000);
+    done(p);
+
+    /* keys not in the file keep etcd's defaults; null keeps them too */
+    p = PARSE(cf_arg("name: nn\nmax-txn-ops: ~\nlog-level: null\ndata-dir:\n"));
+    unlink(cf_path);
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.name, "nn");
+    assert_string_equal(p->c.data_dir, "nn.etcd");
+    assert_string_equal(p->c.initial_cluster, "nn=http://localhost:2380");
+    assert_int_equal(p->c.max_txn_ops, 128);
+    assert_string_equal(p->c.log_level, "info");
+    assert_string_equal(p->c.log_outputs, "default");
+    assert_string_equal(p->c.listen_client_urls, "http://localhost:2379");
+    assert_int_equal(p->c.progress_notify_ms, 600000);
+    done(p);
+
+    /* an empty file (or only comments): all defaults */
+    p = PARSE(cf_arg("# nothing\n"));
+    unlink(cf_path);
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.name, "default");
+    done(p);
+
+    /* quoted scalars are strings whatever they look like; YAML 1.1 */
+    p = PARSE(cf_arg("name: \"yes\"\ninitial-cluster-token: '12'\n"));
+    unlink(cf_path);
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.name, "yes");
+    assert_string_equal(p->c.initial_cluster_token, "12");
+    done(p);
+}
+
+/* etcdmain/config.go: with a config file, "other configuration command
+ * line flags and environment variables will be ignored". */
+static void test_config_file_precedence(void **state)
+{
+    (void)state;
+    setenv("ETCD_NAME", "envname", 1);
+    setenv("ETCD_MAX_TXN_OPS", "7", 1);
+    setenv("ETCD_LOG_LEVEL", "debug", 1);
+    cf("name: filename\nheartbeat-interval: 20\n");
+    char path[64];
+    snprintf(path, sizeof path, "%s", cf_path);
+
+    struct parsed *p = PARSE("--config-file", path, "--name", "flagname",
+                             "--max-txn-ops", "9", "--election-timeout=3000");
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.config_file, path);
+    assert_string_equal(p->c.name, "filename");   /* file over flag and env */
+    assert_int_equal(p->c.heartbeat_ms, 20);
+    assert_int_equal(p->c.max_txn_ops, 128);      /* flag and env ignored */
+    assert_int_equal(p->c.election_ms, 1000);     /* flag ignored */
+    assert_string_equal(p->c.log_level, "info");  /* env ignored */
+    done(p);
+
+    /* flags before or after --config-file: the same */
+    p = PARSE("--name", "flagname", "--config-file", path);
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.name, "filename");
+    done(p);
+
+    /* ETCD_CONFIG_FILE when no flag names a file: env and flags ignored */
+    setenv("ETCD_CONFIG_FILE", path, 1);
+    p = PARSE("--name", "flagname");
+    assert_int_equal(p->rc, 0);
+    assert_true(p->c.from_file);
+    assert_string_equal(p->c.name, "filename");
+    assert_int_equal(p->c.max_txn_ops, 128);
+    done(p);
+    /* --config-file wins over ETCD_CONFIG_FILE */
+    char other[64];
+    cf("name: other\n");
+    snprintf(other, sizeof other, "%s", cf_path);
+    p = PARSE("--config-file", other);
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.name, "other");
+    done(p);
+    unlink(other);
+    /* an empty ETCD_CONFIG_FILE is no file */
+    setenv("ETCD_CONFIG_FILE", "", 1);
+    p = PARSE0();
+    assert_int_equal(p->rc, 0);
+    assert_false(p->c.from_file);
+    assert_string_equal(p->c.name, "envname");
+    done(p);
+    unsetenv("ETCD_CONFIG_FILE");
+
+    /* flags are still parsed first: unknown flags and bad values are
+     * usage errors, --help and --version win */
+    assert_int_equal(RC("--config-file", path, "--bogus"), 2);
+    assert_int_equal(RC("--config-file", path, "--max-txn-ops", "x"), 2);
+    assert_int_equal(RC("--config-file", path, "--help"), 1);
+    assert_int_equal(RC("--config-file", path, "--version"), 1);
+    /* an unsupported flag beside a file: the flag is ignored like the rest
+     * only once parsed; etcd's flag parsing accepts it, so does cairn */
+    assert_int_equal(RC("--config-file", path, "--auto-tls=false"), 0);
+    unlink(path);
+    clear_env(NULL);
+}
+
+static void expect_error(const char *yaml, const char *msg)
+{
+    struct parsed *p = PARSE(cf_arg(yaml));
+    unlink(cf_path);
+    assert_int_equal(p->rc, 3);
+    assert_string_equal(p->c.error, msg);
+    done(p);
+}
+
+#define JSONERR "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal "
+
+static void test_config_file_types(void **state)
+{
+    (void)state;
+    expect_error("name: x\nmax-txn-ops: \"abc\"\n",
+                 JSONERR "string into Go struct field configYAML.max-txn-ops of type uint");
+    expect_error("max-txn-ops: -1\n",
+                 JSONERR "number -1 into Go struct field configYAML.max-txn-ops of type uint");
+    expect_error("heartbeat-interval: 1.5\n",
+                 JSONERR "number 1.5 into Go struct field configYAML.heartbeat-interval of type uint");
+    expect_error("snapshot-count: 99999999999999999999999\n",
+                 JSONERR "number 1e+23 into Go struct field configYAML.snapshot-count of type uint64");
+    expect_error("name: yes\n",
+                 JSONERR "bool into Go struct field configYAML.name of type string");
+    /* YAML 1.1 (yaml.v2): y and n are booleans too */
+    expect_error("name: n\n",
+                 JSONERR "bool into Go struct field configYAML.name of type string");
+    expect_error("name: 12\n",
+                 JSONERR "number into Go struct field configYAML.name of type string");
+    expect_error("log-outputs: stderr\n",
+                 JSONERR "string into Go struct field configYAML.log-outputs of type []string");
+    expect_error("log-outputs: [1]\n",
+                 JSONERR "number into Go struct field configYAML.log-outputs of type string");
+    expect_error("log-outputs: [a, {b: 1}]\n",
+                 JSONERR "object into Go struct field configYAML.log-outputs of type string");
+    expect_error("listen-client-urls: [a, b]\n",
+                 JSONERR "array into Go struct field configYAML.listen-client-urls of type string");
+    expect_error("experimental-watch-progress-notify-interval: 5s\n",
+                 JSONERR "string into Go struct field configYAML.experimental-watch-progress-notify-interval of type time.Duration");
+    expect_error("enable-v2: \"true\"\n",
+                 JSONERR "string into Go struct field configYAML.enable-v2 of type bool");
+    expect_error("client-transport-security: 5\n",
+                 JSONERR "number into Go struct field configYAML.client-transport-security of type embed.securityConfig");
+    expect_error("- a\n- b\n", JSONERR "array into Go value of type embed.configYAML");
+    /* what etcd accepts: 1e3 is the JSON number 1000 */
+    struct parsed *p = PARSE(cf_arg("max-txn-ops: 1e3\nquota-backend-bytes: -1\n"));
+    unlink(cf_path);
+    assert_int_equal(p->rc, 0);
+    assert_int_equal(p->c.max_txn_ops, 1000);
+    assert_int_equal(p->c.quota_backend_bytes, -1);
+    done(p);
+    /* features not built refuse to start, as their flags do */
+    struct parsed *q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 3);
+    assert_non_null(strstr(q->c.error, "client-transport-security"));
+    done(q);
+    q = PARSE(cf_arg("force-new-cluster: true\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 3);
+    assert_non_null(strstr(q->c.error, "force-new-cluster"));
+    done(q);
+    /* flags that are not file keys are unknown keys there: ignored */
+    q = PARSE(cf_arg("version: true\nhelp: true\nconfig-file: /nonexistent\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 0);
+    done(q);
+}
+
+static void test_config_file_bad(void **state)
+{
+    (void)state;
+    struct parsed *p = PARSE("--config-file", "/nonexistent/cairn.yaml");
+    assert_int_equal(p->rc, 3);
+    assert_string_equal(p->c.error,
+                        "open /nonexistent/cairn.yaml: no such file or directory");
+    done(p);
+    expect_error("name: [x\n", "error converting YAML to JSON: yaml: line 1: "
+                               "did not find expected ',' or ']'");
+    expect_error("name: x\n\tbad\n", "error converting YAML to JSON: yaml: line 2: "
+                                     "found a tab character that violates indentation");
+    expect_error("name: null\nx: [\n", "error converting YAML to JSON: yaml: line 2: "
+                                       "did not find expected node content");
+    expect_error(": x\n", "error converting YAML to JSON: yaml: did not find expected key");
+    /* values checked after loading, as for flags */
+    expect_error("initial-cluster-state: sideways\n",
+                 "invalid value \"sideways\" for initial-cluster-state: use 'new' or 'existing'");
+    expect_error("max-txn-ops: 0\n", "max-request-bytes and max-txn-ops must be positive");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +675,10 @@ int main(void)
         T(test_usage_errors),
         T(test_unsupported_and_ignored),
         T(test_split),
+        T(test_config_file_keys),
+        T(test_config_file_precedence),
+        T(test_config_file_types),
+        T(test_config_file_bad),
 #undef T
     };
     return cmocka_run_group_tests(tests, clear_env, NULL);

@@ -637,6 +637,20 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd)
     pthread_mutex_unlock(&a->mu);
 }
 
+void apply_submit_msg(struct apply *a, enum apply_op op,
+                      const ProtobufCMessage *m,
+                      void (*done)(struct apply_cmd *cmd), void *ud)
+{
+    struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
+    cmd->op = op;
+    cmd->req_len = protobuf_c_message_get_packed_size(m);
+    cmd->req = cairn_malloc(cmd->req_len + 1);
+    protobuf_c_message_pack(m, cmd->req);
+    cmd->done = done;
+    cmd->ud = ud;
+    apply_submit(a, cmd);
+}
+
 static void on_async_closed(uv_handle_t *h)
 {
     cairn_free(h->data);

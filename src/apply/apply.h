@@ -55,6 +55,11 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
 void apply_on_commit(struct apply *a, void (*fn)(int64_t rev));
 /* Takes ownership of @cmd (and cmd->req). */
 void apply_submit(struct apply *a, struct apply_cmd *cmd);
+/* Packs @m into a new command @op and submits it; @done and @ud as in
+ * struct apply_cmd (done must free the command). */
+void apply_submit_msg(struct apply *a, enum apply_op op,
+                      const ProtobufCMessage *m,
+                      void (*done)(struct apply_cmd *cmd), void *ud);
 /* Finishes queued commands, stops the thread. Their done() still runs. */
 void apply_stop(struct apply *a);
 void apply_cmd_free(struct apply_cmd *cmd);

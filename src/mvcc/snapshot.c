@@ -375,26 +375,35 @@ static int read_auth(void *ud, struct snap_bytes b, struct snap_bytes k,
     return 0;
 }
 
-static int read_lease(void *ud, struct snap_bytes b, struct snap_bytes k,
-                      struct snap_bytes v, int flags)
+/* A message of varint fields only: field i's value in f[i] (1 <= i < n;
+ * 0 when absent, higher fields skipped). */
+static int varint_fields(struct snap_bytes m, uint64_t *f, int n)
 {
-    struct restore *r = ud;
-    const uint8_t *p = v.p, *end = v.p + v.n;
-    int64_t id = 0, ttl = 0;
-    (void)b;
-    if (flags != 0)
-        return 0;
-    /* leasepb.Lease: ID 1, TTL 2, RemainingTTL 3 (varints). */
+    const uint8_t *p = m.p, *end = m.p + m.n;
+    memset(f, 0, (size_t)n * sizeof *f);
     while (p < end) {
         uint64_t tag, x;
         if (get_varint(&p, end, &tag) != 0 || (tag & 7) != 0 ||
             get_varint(&p, end, &x) != 0)
-            return -EBADMSG;
-        if (tag >> 3 == 1)
-            id = (int64_t)x;
-        else if (tag >> 3 == 2)
-            ttl = (int64_t)x;
+            return -1;
+        if ((tag >> 3) < (uint64_t)n)
+            f[tag >> 3] = x;
     }
+    return 0;
+}
+
+static int read_lease(void *ud, struct snap_bytes b, struct snap_bytes k,
+                      struct snap_bytes v, int flags)
+{
+    struct restore *r = ud;
+    uint64_t f[3];
+    (void)b;
+    if (flags != 0)
+        return 0;
+    /* leasepb.Lease: ID 1, TTL 2, RemainingTTL 3 (varints). */
+    if (varint_fields(v, f, 3) != 0)
+        return -EBADMSG;
+    int64_t id = (int64_t)f[1], ttl = (int64_t)f[2];
     if (k.n != 8 || id == 0 || (int64_t)mvcc__get_be64(k.p) != id)
         return -EBADMSG;
     r->meta.leases++;
@@ -407,25 +416,15 @@ static int read_alarm(void *ud, struct snap_bytes b, struct snap_bytes k,
                       struct snap_bytes v, int flags)
 {
     struct restore *r = ud;
-    const uint8_t *p = k.p, *end = k.p + k.n;
-    uint64_t member = 0, type = 0;
+    uint64_t f[3];
     (void)b;
     (void)v;
     if (flags != 0)
         return 0;
-    while (p < end) {
-        uint64_t tag, x;
-        if (get_varint(&p, end, &tag) != 0 || (tag & 7) != 0 ||
-            get_varint(&p, end, &x) != 0)
-            return -EBADMSG;
-        if (tag >> 3 == 1)
-            member = x;
-        else if (tag >> 3 == 2)
-            type = x;
-    }
-    if (type > 2)
+    /* AlarmMember: memberID 1, alarm 2 (varints). */
+    if (varint_fields(k, f, 3) != 0 || f[2] > 2)
         return -EBADMSG;
-    return mvcc_alarm_put(&r->t, member, (int)type);
+    return mvcc_alarm_put(&r->t, f[1], (int)f[2]);
 }
 
 /* Commits what is pending and opens the next write txn. */

@@ -62,16 +62,10 @@ int rpc_quota_check(int64_t cost)
         return 0;
     if (!(apply_alarms(srv->apply) & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE))) {
         Etcdserverpb__AlarmRequest r = ETCDSERVERPB__ALARM_REQUEST__INIT;
-        struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
         r.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
         r.memberid = srv->member_id;
         r.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
-        cmd->op = APPLY_ALARM;
-        cmd->req_len = etcdserverpb__alarm_request__get_packed_size(&r);
-        cmd->req = cairn_malloc(cmd->req_len + 1);
-        etcdserverpb__alarm_request__pack(&r, cmd->req);
-        cmd->done = alarm_raised;
-        apply_submit(srv->apply, cmd);
+        apply_submit_msg(srv->apply, APPLY_ALARM, &r.base, alarm_raised, NULL);
     }
     return CAIRN_ECAPPED;
 }

@@ -59,19 +59,13 @@ static void compact_done(struct apply_cmd *cmd)
 static void compact(int64_t rev)
 {
     Etcdserverpb__CompactionRequest r = ETCDSERVERPB__COMPACTION_REQUEST__INIT;
-    struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
     r.revision = rev;
-    cmd->op = APPLY_COMPACT;
-    cmd->req_len = etcdserverpb__compaction_request__get_packed_size(&r);
-    cmd->req = cairn_malloc(cmd->req_len + 1);
-    etcdserverpb__compaction_request__pack(&r, cmd->req);
-    cmd->done = compact_done;
-    cmd->ud = (void *)(intptr_t)rev;
     cp.inflight = 1;
     log_infow(cp.periodic ? "starting auto periodic compaction"
                           : "starting auto revision compaction",
               LOG_INT("revision", rev));
-    apply_submit(cp.apply, cmd);
+    apply_submit_msg(cp.apply, APPLY_COMPACT, &r.base, compact_done,
+                     (void *)(intptr_t)rev);
 }
 
 static void sample(void)

@@ -350,4 +350,28 @@ FXF int64_t compact_rev_of(struct fx *f)
     return r;
 }
 
+/* Records a compaction at @rev (readers see it at once); with @physical,
+ * also removes the history below it, step by step, as the apply thread
+ * does. */
+FXF void fx_compact(struct fx *f, int64_t rev, int physical)
+{
+    struct mvcc_txn t;
+    Etcdserverpb__CompactionRequest r;
+    Etcdserverpb__CompactionResponse resp;
+    etcdserverpb__compaction_request__init(&r);
+    r.revision = rev;
+    assert_int_equal(mvcc_write_begin(f->m, &t), 0);
+    assert_int_equal(mvcc_compact(&t, &r, &resp, &f->a), 0);
+    mvcc_cmd_end(&t);
+    assert_int_equal(mvcc_write_commit(&t), 0);
+    for (int n = 0; physical; n++) {
+        assert_true(n < 1000000);
+        assert_int_equal(mvcc_write_begin(f->m, &t), 0);
+        int more = mvcc_compact_step(&t, 100);
+        assert_true(more >= 0);
+        assert_int_equal(mvcc_write_commit(&t), 0);
+        physical = more;
+    }
+}
+
 #endif

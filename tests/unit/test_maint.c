@@ -2,28 +2,6 @@
  * persist, HashKV's revision errors, Hash tracks content, crc32c. */
 #include "mvcc_fixture.h"
 
-static void compact_all(struct fx *f, int64_t rev)
-{
-    struct mvcc_txn t;
-    Etcdserverpb__CompactionRequest r;
-    Etcdserverpb__CompactionResponse resp;
-    etcdserverpb__compaction_request__init(&r);
-    r.revision = rev;
-    assert_int_equal(mvcc_write_begin(f->m, &t), 0);
-    assert_int_equal(mvcc_compact(&t, &r, &resp, &f->a), 0);
-    mvcc_cmd_end(&t);
-    assert_int_equal(mvcc_write_commit(&t), 0);
-    for (int n = 0;; n++) {
-        assert_true(n < 100000);
-        assert_int_equal(mvcc_write_begin(f->m, &t), 0);
-        int more = mvcc_compact_step(&t, 100);
-        assert_true(more >= 0);
-        assert_int_equal(mvcc_write_commit(&t), 0);
-        if (!more)
-            break;
-    }
-}
-
 static int64_t disk_bytes(struct fx *f)
 {
     char p[128];
@@ -48,7 +26,7 @@ static void test_defrag_keeps_data(void **state)
     for (int i = 0; i < 2000; i++)
         put_kv(f, bs(fx_printf(f, "k%02d", i % 40)), bigval(f, i));
     int64_t rev = cur_rev_of(f);
-    compact_all(f, rev);
+    fx_compact(f, rev, 1);
     put_kv(f, B("tick"), B("1")); /* the compaction is not the newest txn */
     put_kv(f, B("tick"), B("2"));
     char *before = snapshot(f, 0);
@@ -88,7 +66,7 @@ static void test_defrag_respects_readers(void **state)
     char *at_old = snapshot(f, old - 5);
     struct mvcc_txn reader;
     assert_int_equal(mvcc_read_begin(f->m, &reader), 0);
-    compact_all(f, old);
+    fx_compact(f, old, 1);
     for (int i = 0; i < 300; i++) /* overwrite everything again */
         put_kv(f, bs(fx_printf(f, "k%02d", i % 10)), bigval(f, i + 7));
     uint64_t from = 0;
@@ -161,7 +139,7 @@ static void test_hashkv_errors_and_changes(void **state)
     assert_int_not_equal(h1, h2);
     assert_int_equal(mvcc_hash(&t, &h3), 0);
     mvcc_read_end(&t);
-    compact_all(f, 2);
+    fx_compact(f, 2, 1);
     assert_int_equal(mvcc_read_begin(f->m, &t), 0);
     assert_int_equal(mvcc_hash_kv(&t, 2, &h2, &crev), CAIRN_ECOMPACTED);
     assert_int_equal(crev, 2);
@@ -192,7 +170,7 @@ static void test_live_keys(void **state)
     DEL("a", "z");
     assert_int_equal(mvcc_keys(f->m), 0);
     PUT("d", "1");
-    compact_all(f, cur_rev_of(f));
+    fx_compact(f, cur_rev_of(f), 1);
     assert_int_equal(mvcc_keys(f->m), 1);
     fx_reopen(f);
     assert_int_equal(mvcc_keys(f->m), 1);

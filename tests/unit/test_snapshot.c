@@ -19,21 +19,6 @@ static int tmp_fd(void)
     return fd;
 }
 
-static int compact_to(struct fx *f, int64_t rev)
-{
-    struct mvcc_txn t;
-    Etcdserverpb__CompactionRequest r;
-    Etcdserverpb__CompactionResponse resp;
-    etcdserverpb__compaction_request__init(&r);
-    r.revision = rev;
-    assert_int_equal(mvcc_write_begin(f->m, &t), 0);
-    int rc = mvcc_compact(&t, &r, &resp, &f->a);
-    assert_int_equal(rc, 0);
-    mvcc_cmd_end(&t);
-    assert_int_equal(mvcc_write_commit(&t), 0);
-    return 0;
-}
-
 static int step(struct fx *f, int max_keys)
 {
     struct mvcc_txn t;
@@ -152,7 +137,7 @@ static void round_trip_keeps_history(void **state)
     DEL("many/0100", "many/0200");
     int64_t crev = PUT("a", "3");
     PUT("c", "2");
-    compact_to(f, crev);
+    fx_compact(f, crev, 0);
     /* Part of the history below crev is still there: an unfinished
      * compaction. */
     assert_int_equal(step(f, 2), 1);

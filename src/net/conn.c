@@ -169,6 +169,7 @@ static void on_conn_closed(uv_handle_t *h)
         nghttp2_session_del(c->h2);
     }
     buf_free(&c->rbuf);
+    cairn_free(c->peer_cn);
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -624,3 +624,8 @@ int net__h2_recv(struct conn *conn, const uint8_t *p, size_t n)
     net__mark_dirty(conn);
     return 0;
 }
+
+const char *grpc_call_peer_cn(const struct grpc_call *c)
+{
+    return c->conn != NULL ? c->conn->peer_cn : NULL;
+}

@@ -78,6 +78,9 @@ void grpc_send_pb(struct grpc_call *c, const void *pbmsg);
 void grpc_finish(struct grpc_call *c, int code, const char *msg);
 /* Ends the call with the gRPC status of cairn error @rc. */
 void grpc_finish_err(struct grpc_call *c, int rc);
+/* The Common Name of the client certificate the call's connection
+ * presented and TLS verified (etcd's CN-as-user); NULL without one. */
+const char *grpc_call_peer_cn(const struct grpc_call *c);
 /* Monotonic milliseconds. */
 int64_t net_now_ms(void);
 

@@ -21,6 +21,7 @@ struct conn {
     int in_recv;               /* inside nghttp2_session_mem_recv */
     struct write_req *wb;      /* output being gathered for one uv_write */
     int dirty, closing, goaway_sent;
+    char *peer_cn;             /* verified client certificate's CN (TLS) */
     struct conn *next, *prev;        /* all connections */
     struct conn *dirty_next;         /* flush list */
 };

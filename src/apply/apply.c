@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "apply/apply.h"
+#include "auth/auth.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
@@ -183,6 +184,25 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
     if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE)) &&
         (cmd->op == APPLY_PUT || cmd->op == APPLY_LEASE_GRANT))
         return CAIRN_ECAPPED;
+    /* Permissions were decided on the loop at cmd->auth_rev; etcd decides
+     * at apply, so a change to the auth state in between fails the write. */
+    if (cmd->auth_rev != 0 && (rc = auth_apply_check(t, cmd->auth_rev)) != 0)
+        return rc;
+    rc = CAIRN_EBADMSG;
+    if (cmd->op >= APPLY_AUTH_ENABLE) {
+        Etcdserverpb__AuthEnableResponse resp =
+            ETCDSERVERPB__AUTH_ENABLE_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        rc = auth_apply(t, (int)cmd->op, cmd->req, cmd->req_len, ar);
+        if (rc == 0) {
+            /* every auth response is just a header (field 1) */
+            fill_header(a, &h);
+            h.revision = t->rev;
+            resp.header = &h;
+            set_resp(cmd, &resp.base);
+        }
+        return rc;
+    }
     switch (cmd->op) {
     case APPLY_ALARM: {
         Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(
@@ -300,6 +320,8 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
         }
         break;
     }
+    default: /* auth commands: above */
+        break;
     }
     return rc;
 }

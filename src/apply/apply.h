@@ -24,12 +24,31 @@ enum apply_op {
     APPLY_LEASE_GRANT,  /* LeaseGrantRequest with its ID and TTL decided */
     APPLY_LEASE_REVOKE, /* a client's LeaseRevoke or an expiry */
     APPLY_ALARM,        /* AlarmRequest ACTIVATE or DEACTIVATE */
+    /* Auth admin commands carry etcd's request; UserAdd and
+     * UserChangePassword carry the bcrypt hash in hashedPassword (etcd 3.5)
+     * and no password, so applying them is deterministic (src/auth). */
+    APPLY_AUTH_ENABLE,
+    APPLY_AUTH_DISABLE,
+    APPLY_AUTH_USER_ADD,
+    APPLY_AUTH_USER_DELETE,
+    APPLY_AUTH_USER_CHANGE_PASSWORD,
+    APPLY_AUTH_USER_GRANT_ROLE,
+    APPLY_AUTH_USER_REVOKE_ROLE,
+    APPLY_AUTH_ROLE_ADD,
+    APPLY_AUTH_ROLE_DELETE,
+    APPLY_AUTH_ROLE_GRANT_PERMISSION,
+    APPLY_AUTH_ROLE_REVOKE_PERMISSION,
 };
 
 struct apply_cmd {
     enum apply_op op;
     uint8_t *req;        /* packed request; owned by the command */
     size_t req_len;
+    /* The auth revision the rpc layer checked the request's permissions
+     * at, AUTH_REV_OFF (-1) when auth was off then, 0 for internal
+     * commands (expiry, alarms): applying fails with etcd's "revision of
+     * auth store is old" when the auth state changed in between. */
+    int64_t auth_rev;
     /* results, valid in done() */
     int rc;              /* 0 or a cairn error */
     uint8_t *resp;       /* packed response (malloc'd; owned by the command) */

@@ -76,7 +76,46 @@ enum grpc_code {
       "etcdserver: bad leader transferee")                                       \
     /* the NOSPACE alarm refusing a request (ENOSPACE is the store full) */      \
     X(CAIRN_ECAPPED, -1028, GRPC_RESOURCE_EXHAUSTED,                             \
-      "etcdserver: mvcc: database space exceeded")
+      "etcdserver: mvcc: database space exceeded")                               \
+    CAIRN_AUTH_ERRORS(X)
+
+/* etcd's auth errors (rpctypes/error.go; ENOPASSWORDUSER is not in etcd's
+ * gRPC table, so etcd sends it as UNKNOWN with the auth package's text). */
+#define CAIRN_AUTH_ERRORS(X)                                                     \
+    X(CAIRN_EROOTUSERNOTEXIST, -1029, GRPC_FAILED_PRECONDITION,                  \
+      "etcdserver: root user does not exist")                                    \
+    X(CAIRN_EROOTROLENOTEXIST, -1030, GRPC_FAILED_PRECONDITION,                  \
+      "etcdserver: root user does not have root role")                           \
+    X(CAIRN_EUSEREXISTS, -1031, GRPC_FAILED_PRECONDITION,                        \
+      "etcdserver: user name already exists")                                    \
+    X(CAIRN_EUSEREMPTY, -1032, GRPC_INVALID_ARGUMENT,                            \
+      "etcdserver: user name is empty")                                          \
+    X(CAIRN_EUSERNOTFOUND, -1033, GRPC_FAILED_PRECONDITION,                      \
+      "etcdserver: user name not found")                                         \
+    X(CAIRN_EROLEEXISTS, -1034, GRPC_FAILED_PRECONDITION,                        \
+      "etcdserver: role name already exists")                                    \
+    X(CAIRN_EROLENOTFOUND, -1035, GRPC_FAILED_PRECONDITION,                      \
+      "etcdserver: role name not found")                                         \
+    X(CAIRN_EROLEEMPTY, -1036, GRPC_INVALID_ARGUMENT,                            \
+      "etcdserver: role name is empty")                                          \
+    X(CAIRN_EAUTHFAILED, -1037, GRPC_INVALID_ARGUMENT,                           \
+      "etcdserver: authentication failed, invalid user ID or password")          \
+    X(CAIRN_EPERMDENIED, -1038, GRPC_PERMISSION_DENIED,                          \
+      "etcdserver: permission denied")                                           \
+    X(CAIRN_EROLENOTGRANTED, -1039, GRPC_FAILED_PRECONDITION,                    \
+      "etcdserver: role is not granted to the user")                             \
+    X(CAIRN_EPERMNOTGRANTED, -1040, GRPC_FAILED_PRECONDITION,                    \
+      "etcdserver: permission is not granted to the role")                       \
+    X(CAIRN_EAUTHNOTENABLED, -1041, GRPC_FAILED_PRECONDITION,                    \
+      "etcdserver: authentication is not enabled")                               \
+    X(CAIRN_EINVALIDAUTHTOKEN, -1042, GRPC_UNAUTHENTICATED,                      \
+      "etcdserver: invalid auth token")                                          \
+    X(CAIRN_EINVALIDAUTHMGMT, -1043, GRPC_INVALID_ARGUMENT,                      \
+      "etcdserver: invalid auth management")                                     \
+    X(CAIRN_EAUTHOLDREV, -1044, GRPC_INVALID_ARGUMENT,                           \
+      "etcdserver: revision of auth store is old")                               \
+    X(CAIRN_ENOPASSWORDUSER, -1045, GRPC_UNKNOWN,                                \
+      "auth: authentication failed, password was given for no password user")
 
 enum cairn_err {
 #define CAIRN_ERR_ENUM(name, val, code, msg) name = val,

@@ -405,6 +405,15 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
         } else {
             strcpy(c->api_version, "other");
         }
+    } else if (IS("token")) {
+        /* etcd's auth token (rpctypes.TokenFieldNameGRPC); the first wins,
+         * as etcd reads md["token"][0] */
+        if (c->token == NULL) {
+            c->token = arena_alloc(&c->arena, vlen + 1);
+            memcpy(c->token, value, vlen);
+            c->token[vlen] = 0;
+            c->token_len = vlen;
+        }
     } else if (IS("hasleader")) {
         c->has_leader_md = vlen == 4 && memcmp(value, "true", 4) == 0;
     }

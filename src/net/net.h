@@ -41,6 +41,11 @@ struct grpc_call {
     int metrics_method;    /* metrics_grpc_started(); 0 = not counted */
     int long_lived;        /* a stream that ends only when told: ended with
                               UNAVAILABLE at shutdown */
+    char *token;           /* "token" metadata (etcd's auth token), in the
+                              arena; NULL when not sent */
+    size_t token_len;
+    int64_t auth_rev;      /* set by the rpc auth check for the write path
+                              (apply_cmd.auth_rev) */
     struct arena arena;    /* freed with the call */
 
     /* set by the handler */

@@ -78,6 +78,7 @@ void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
     if (len)
         memcpy(cmd->req, msg, len);
     cmd->req_len = len;
+    cmd->auth_rev = c->auth_rev;
     cmd->done = done;
     cmd->ud = c;
     c->ud = cmd;
@@ -104,6 +105,10 @@ void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, CAIRN_ETOOLARGE);
         return;
     }
+    if ((rc = rpc_auth_put(c, r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     rpc_submit(c, APPLY_PUT, msg, len, rpc_write_done);
 }
 
@@ -124,6 +129,10 @@ void rpc_kv_delete_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, CAIRN_ETOOLARGE);
         return;
     }
+    if ((rc = rpc_auth_delete(c, r)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     rpc_submit(c, APPLY_DELETE_RANGE, msg, len, rpc_write_done);
 }
 
@@ -131,8 +140,13 @@ void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__CompactionRequest *r =
         etcdserverpb__compaction_request__unpack(&c->arena.pb, len, msg);
+    int rc;
     if (r == NULL) {
         rpc_bad_message(c);
+        return;
+    }
+    if ((rc = rpc_auth_token(c)) != 0) {
+        grpc_finish_err(c, rc);
         return;
     }
     rpc_submit(c, APPLY_COMPACT, msg, len, rpc_write_done);
@@ -259,7 +273,8 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = mvcc_check_range(r)) != 0) {
+    if ((rc = mvcc_check_range(r)) != 0 ||
+        (rc = rpc_auth_range(c, r->key, r->range_end, AUTH_READ)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }
@@ -298,7 +313,8 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     if ((rc = rpc_quota_check(rpc_cost_txn(r))) != 0 ||
-        (rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0) {
+        (rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0 ||
+        (rc = rpc_auth_txn(c, r)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }

@@ -40,6 +40,10 @@ void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
     /* The command carries the ID and TTL decided here, so that applying
      * it is deterministic (as etcd picks the ID before proposing). */
+    if ((rc = rpc_auth_token(c)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     while (r->id == 0)
         r->id = lease_next_id();
     if (r->ttl < lease_min_ttl())
@@ -70,6 +74,11 @@ void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len)
         etcdserverpb__lease_revoke_request__unpack(&c->arena.pb, len, msg);
     if (r == NULL) {
         rpc_bad_message(c);
+        return;
+    }
+    int rc = rpc_auth_lease_revoke(c, r->id);
+    if (rc != 0) {
+        grpc_finish_err(c, rc);
         return;
     }
     rpc_submit(c, APPLY_LEASE_REVOKE, msg, len, revoke_done);

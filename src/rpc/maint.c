@@ -130,6 +130,12 @@ void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
+    /* etcd: a raft request, so only the token is checked */
+    int rc = rpc_auth_token(c);
+    if (rc != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE ||
         r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE) {
         rpc_submit(c, APPLY_ALARM, msg, len, rpc_write_done);
@@ -236,6 +242,11 @@ void rpc_maint_hash(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
+    int rc = rpc_auth_admin(c);
+    if (rc != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     hash_start(c, 0, 0);
 }
 
@@ -245,6 +256,11 @@ void rpc_maint_hashkv(struct grpc_call *c, const uint8_t *msg, size_t len)
         etcdserverpb__hash_kvrequest__unpack(&c->arena.pb, len, msg);
     if (r == NULL) {
         rpc_bad_message(c);
+        return;
+    }
+    int rc = rpc_auth_admin(c);
+    if (rc != 0) {
+        grpc_finish_err(c, rc);
         return;
     }
     hash_start(c, 1, r->revision);
@@ -291,8 +307,13 @@ void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__DefragmentRequest *r =
         etcdserverpb__defragment_request__unpack(&c->arena.pb, len, msg);
+    int rc;
     if (r == NULL) {
         rpc_bad_message(c);
+        return;
+    }
+    if ((rc = rpc_auth_admin(c)) != 0) {
+        grpc_finish_err(c, rc);
         return;
     }
     struct defrag_req *d = cairn_calloc(1, sizeof *d);

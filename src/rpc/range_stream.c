@@ -333,7 +333,8 @@ void rpc_kv_range_stream(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = mvcc_check_range(r)) != 0) {
+    if ((rc = mvcc_check_range(r)) != 0 ||
+        (rc = rpc_auth_range(c, r->key, r->range_end, AUTH_READ)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }

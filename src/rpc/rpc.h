@@ -5,6 +5,8 @@
 #ifndef RPC_RPC_H
 #define RPC_RPC_H
 
+#include "auth/auth.h"
+#include "mvcc/auth.h"
 #include "net/net.h"
 #include "server/server.h"
 
@@ -54,6 +56,42 @@ void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
                 size_t len, void (*done)(struct apply_cmd *cmd));
 void rpc_write_done(struct apply_cmd *cmd);
+
+/* Auth (rpc/auth.c): the service's handlers ... */
+void rpc_auth_enable(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_disable(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_status(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_authenticate(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_add(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_get(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_list(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_delete(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_change_password(struct grpc_call *c, const uint8_t *msg,
+                                   size_t len);
+void rpc_auth_user_grant_role(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_user_revoke_role(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_role_add(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_role_get(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_role_list(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_role_delete(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_auth_role_grant_permission(struct grpc_call *c, const uint8_t *msg,
+                                    size_t len);
+void rpc_auth_role_revoke_permission(struct grpc_call *c, const uint8_t *msg,
+                                     size_t len);
+/* ... and the checks each other handler makes at its top, after validating
+ * and before answering or submitting: 0, or the error to finish the call
+ * with (etcd's auth errors). Those for writes record in c->auth_rev the
+ * auth revision they decided at, which the apply thread re-checks. */
+int rpc_auth_token(struct grpc_call *c); /* a valid token if one is sent */
+int rpc_auth_admin(struct grpc_call *c); /* root */
+int rpc_auth_range(struct grpc_call *c, ProtobufCBinaryData key,
+                   ProtobufCBinaryData end, enum auth_perm p);
+int rpc_auth_put(struct grpc_call *c, const Etcdserverpb__PutRequest *r);
+int rpc_auth_delete(struct grpc_call *c,
+                    const Etcdserverpb__DeleteRangeRequest *r);
+int rpc_auth_txn(struct grpc_call *c, const Etcdserverpb__TxnRequest *r);
+int rpc_auth_lease_revoke(struct grpc_call *c, int64_t id);
+int rpc_auth_info(struct grpc_call *c, struct auth_info *ai);
 
 /* Listens on --listen-metrics-urls: HTTP/1.1 /metrics, /health, /livez and
  * /readyz, no gRPC. Logs and returns -1 when a URL cannot be served. */

@@ -235,6 +235,10 @@ void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
+    if ((rc = rpc_auth_admin(c)) != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
     if ((fd = open_temp(srv->cfg.data_dir)) < 0) {
         log_error("snapshot: temp file in %s: %s", srv->cfg.data_dir,
                   strerror(-fd));

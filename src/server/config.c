@@ -74,6 +74,9 @@ static const struct flag flags[] = {
     {"log-level", K_STR, F(log_level), "info", "Log level: debug, info, warn, error, panic, or fatal.", Y_AUTO},
     {"version", K_BOOL, F(show_version), NULL, "Print the version and exit.", Y_NONE},
     {"help", K_BOOL, F(show_help), NULL, "Show this help and exit.", Y_NONE},
+    {"auth-token", K_STR, F(auth_token), "simple", "Specify auth token specific options: simple, or jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>[,ttl=<duration>].", Y_AUTO},
+    {"auth-token-ttl", K_INT, F(auth_token_ttl), "300", "The lifetime in seconds of the auth token.", Y_UINT},
+    {"bcrypt-cost", K_INT, F(bcrypt_cost), "10", "Specify bcrypt algorithm cost factor for auth password hashing.", Y_UINT},
     /* harmless to ignore for one member without those features */
     {"enable-v2", K_IGNORED, 0, NULL, NULL, Y_BOOL},
     {"max-snapshots", K_IGNORED, 0, NULL, NULL, Y_UINT},
@@ -102,7 +105,6 @@ static const struct flag flags[] = {
     {"discovery", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
     {"discovery-srv", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
     {"force-new-cluster", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_AUTO},
-    {"auth-token", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
     {"config-file", K_STR, F(config_file), NULL, "Path to the server configuration file (etcd's YAML keys). Other flags and ETCD_* variables are then ignored.", Y_NONE},
     /* config file only: TLS settings live in these mappings there */
     {"client-transport-security", K_UNSUPPORTED, 0, NULL, NULL, Y_SECURITY},

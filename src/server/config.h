@@ -43,6 +43,9 @@ struct config {
     int64_t heartbeat_ms;
     int64_t election_ms;
     int64_t progress_notify_ms;
+    const char *auth_token;                /* --auth-token */
+    int64_t auth_token_ttl;                /* --auth-token-ttl, seconds */
+    int64_t bcrypt_cost;                   /* --bcrypt-cost */
     int show_version, show_help;
     int from_file;                         /* settings came from config_file */
     void *owned;                           /* strings config_parse allocated */

@@ -296,6 +296,14 @@ int main(int argc, char **argv)
         log_error("server: cannot load leases");
         return 1;
     }
+    /* --client-cert-auth stays off until TLS lands (grpc_call_peer_cn) */
+    struct auth_opts ao = {server.cfg.auth_token, server.cfg.auth_token_ttl,
+                           (int)server.cfg.bcrypt_cost, 0};
+    char aerr[256];
+    if (auth_init(server.loop, server.mvcc, &ao, aerr, sizeof aerr) != 0) {
+        log_error("server: %s", aerr);
+        return 1;
+    }
     /* gRPC's receive limit is the request limit plus 512 KiB of headroom
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;
@@ -328,6 +336,7 @@ int main(int argc, char **argv)
     startup_ready_soon(server.loop, member_initialized);
     uv_run(server.loop, UV_RUN_DEFAULT);
     drain_pool(server.loop);
+    auth_close();
     mvcc_close(server.mvcc);
     log_info("server: stopped");
     return 0;

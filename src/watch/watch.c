@@ -654,6 +654,11 @@ static void create_failed(struct watch_stream *ws, const char *reason)
     send_ctrl(ws, &r, hub.rev);
 }
 
+void watch_create_refused(struct watch_stream *ws, const char *reason)
+{
+    create_failed(ws, reason);
+}
+
 static int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {
     size_t n = al < bl ? al : bl;

@@ -45,6 +45,9 @@ void watch_stream_free(struct watch_stream *ws);
 void watch_create(struct watch_stream *ws,
                   const Etcdserverpb__WatchCreateRequest *r);
 void watch_cancel(struct watch_stream *ws, int64_t id);
+/* Answers a create that may not proceed (auth): created and canceled with
+ * @reason, watch ID -1. */
+void watch_create_refused(struct watch_stream *ws, const char *reason);
 void watch_progress(struct watch_stream *ws);
 
 

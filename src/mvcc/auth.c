@@ -1,0 +1,127 @@
+/* Users, roles and the auth flags in the meta DB, under prefixes that no
+ * other meta key starts with. */
+#include "mvcc/auth.h"
+
+#include <string.h>
+
+#include "core/err.h"
+#include "mvcc/mvcc_int.h"
+
+#define USER_PFX "authUsers/"
+#define ROLE_PFX "authRoles/"
+#define PFX_LEN 10 /* both prefixes */
+#define ENABLED_KEY "authEnabled"
+#define REVISION_KEY "authRevision"
+
+static const char *pfx(enum mvcc_auth_kind k)
+{
+    return k == MVCC_AUTH_USER ? USER_PFX : ROLE_PFX;
+}
+
+static int make_key(enum mvcc_auth_kind k, const char *name, size_t len,
+                    uint8_t *buf, MDB_val *key)
+{
+    if (len > MVCC_AUTH_MAX_NAME)
+        return CAIRN_ETOOLARGE;
+    memcpy(buf, pfx(k), PFX_LEN);
+    if (len)
+        memcpy(buf + PFX_LEN, name, len);
+    key->mv_size = PFX_LEN + len;
+    key->mv_data = buf;
+    return 0;
+}
+
+int mvcc_auth_get(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
+                  size_t len, struct arena *a, uint8_t **val, size_t *vlen)
+{
+    uint8_t buf[PFX_LEN + MVCC_AUTH_MAX_NAME];
+    MDB_val key, v;
+    int rc = make_key(k, name, len, buf, &key);
+    if (rc != 0)
+        return rc == CAIRN_ETOOLARGE ? 1 : rc; /* cannot have been stored */
+    rc = mdb_get(t->txn, t->m->meta, &key, &v);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0)
+        return mvcc__err(rc);
+    *val = arena_memdup(a, v.mv_data, v.mv_size + 1);
+    *vlen = v.mv_size;
+    return 0;
+}
+
+int mvcc_auth_put(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
+                  size_t len, const uint8_t *val, size_t vlen)
+{
+    uint8_t buf[PFX_LEN + MVCC_AUTH_MAX_NAME];
+    MDB_val key, v = {vlen, (void *)val};
+    int rc = make_key(k, name, len, buf, &key);
+    if (rc != 0)
+        return rc;
+    return mvcc__err(mdb_put(t->txn, t->m->meta, &key, &v, 0));
+}
+
+int mvcc_auth_del(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
+                  size_t len)
+{
+    uint8_t buf[PFX_LEN + MVCC_AUTH_MAX_NAME];
+    MDB_val key;
+    int rc = make_key(k, name, len, buf, &key);
+    if (rc != 0)
+        return 1;
+    rc = mdb_del(t->txn, t->m->meta, &key, NULL);
+    return rc == MDB_NOTFOUND ? 1 : mvcc__err(rc);
+}
+
+int mvcc_auth_each(struct mvcc_txn *t, enum mvcc_auth_kind k, mvcc_auth_fn fn,
+                   void *ud)
+{
+    MDB_cursor *c;
+    MDB_val key = {PFX_LEN, (void *)pfx(k)}, v;
+    int rc;
+    if ((rc = mdb_cursor_open(t->txn, t->m->meta, &c)) != 0)
+        return mvcc__err(rc);
+    for (rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &key, &v, MDB_NEXT)) {
+        if (key.mv_size < PFX_LEN || memcmp(key.mv_data, pfx(k), PFX_LEN) != 0)
+            break;
+        int frc = fn(ud, (const uint8_t *)key.mv_data + PFX_LEN,
+                     key.mv_size - PFX_LEN, v.mv_data, v.mv_size);
+        if (frc != 0) {
+            mdb_cursor_close(c);
+            return frc;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : mvcc__err(rc);
+}
+
+int mvcc_auth_enabled(struct mvcc_txn *t)
+{
+    MDB_val key = {sizeof ENABLED_KEY - 1, (void *)ENABLED_KEY}, v;
+    if (mdb_get(t->txn, t->m->meta, &key, &v) != 0)
+        return 0;
+    return v.mv_size == 1 && ((const uint8_t *)v.mv_data)[0] == 1;
+}
+
+int mvcc_auth_set_enabled(struct mvcc_txn *t, int on)
+{
+    uint8_t b = on ? 1 : 0;
+    MDB_val key = {sizeof ENABLED_KEY - 1, (void *)ENABLED_KEY}, v = {1, &b};
+    return mvcc__err(mdb_put(t->txn, t->m->meta, &key, &v, 0));
+}
+
+uint64_t mvcc_auth_revision(struct mvcc_txn *t)
+{
+    MDB_val key = {sizeof REVISION_KEY - 1, (void *)REVISION_KEY}, v;
+    if (mdb_get(t->txn, t->m->meta, &key, &v) != 0 || v.mv_size != 8)
+        return 0;
+    return mvcc__get_be64(v.mv_data);
+}
+
+int mvcc_auth_set_revision(struct mvcc_txn *t, uint64_t rev)
+{
+    uint8_t b[8];
+    mvcc__put_be64(b, rev);
+    MDB_val key = {sizeof REVISION_KEY - 1, (void *)REVISION_KEY}, v = {8, b};
+    return mvcc__err(mdb_put(t->txn, t->m->meta, &key, &v, 0));
+}

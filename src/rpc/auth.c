@@ -3,6 +3,7 @@
  * needs what follows etcd 3.4 (v3_server.go, apply_auth.go, v3rpc
  * maintenance.go), with etcd's later security fixes (nested txns, prev_kv
  * and leases inside txns, the whole watched range). */
+#include <stdio.h>
 #include <string.h>
 
 #include "auth/auth.h"
@@ -183,6 +184,37 @@ int rpc_auth_txn(struct grpc_call *c, const Etcdserverpb__TxnRequest *r)
 int rpc_auth_lease_revoke(struct grpc_call *c, int64_t id)
 {
     CHECKED(c, lease_keys_writable(ai, id, &c->arena));
+}
+
+void rpc_auth_finish_maint(struct grpc_call *c, int rc)
+{
+    /* auth/store.go's texts, as status.Error(codes.Unknown, err) */
+    const char *m = rc == CAIRN_EUSEREMPTY          ? "auth: user name is empty"
+                    : rc == CAIRN_EUSERNOTFOUND     ? "auth: user not found"
+                    : rc == CAIRN_EPERMDENIED       ? "auth: permission denied"
+                    : rc == CAIRN_EINVALIDAUTHTOKEN ? "auth: invalid auth token"
+                                                    : NULL;
+    if (m != NULL)
+        grpc_finish(c, GRPC_UNKNOWN, m);
+    else
+        grpc_finish_err(c, rc);
+}
+
+const char *rpc_auth_status_text(struct grpc_call *c, int rc)
+{
+    /* grpc-go's status.Error string: "rpc error: code = <Code> desc = .." */
+    static const char *names[] = {
+        "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded",
+        "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted",
+        "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
+        "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
+    enum grpc_code code = cairn_err_code(rc);
+    const char *msg = cairn_err_msg(rc);
+    size_t n = strlen(msg) + 64;
+    char *s = arena_alloc(&c->arena, n);
+    snprintf(s, n, "rpc error: code = %s desc = %s",
+             (unsigned)code < 17 ? names[code] : "Unknown", msg);
+    return s;
 }
 
 /* ---- Auth service: reads ---- */

@@ -133,7 +133,7 @@ void rpc_maint_alarm(struct grpc_call *c, const uint8_t *msg, size_t len)
     /* etcd: a raft request, so only the token is checked */
     int rc = rpc_auth_token(c);
     if (rc != 0) {
-        grpc_finish_err(c, rc);
+        rpc_auth_finish_maint(c, rc); /* maintenance: etcd's raw error */
         return;
     }
     if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE ||
@@ -244,7 +244,7 @@ void rpc_maint_hash(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
     int rc = rpc_auth_admin(c);
     if (rc != 0) {
-        grpc_finish_err(c, rc);
+        rpc_auth_finish_maint(c, rc);
         return;
     }
     hash_start(c, 0, 0);
@@ -260,7 +260,7 @@ void rpc_maint_hashkv(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
     int rc = rpc_auth_admin(c);
     if (rc != 0) {
-        grpc_finish_err(c, rc);
+        rpc_auth_finish_maint(c, rc);
         return;
     }
     hash_start(c, 1, r->revision);
@@ -313,7 +313,7 @@ void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     if ((rc = rpc_auth_admin(c)) != 0) {
-        grpc_finish_err(c, rc);
+        rpc_auth_finish_maint(c, rc);
         return;
     }
     struct defrag_req *d = cairn_calloc(1, sizeof *d);

@@ -92,6 +92,12 @@ int rpc_auth_delete(struct grpc_call *c,
 int rpc_auth_txn(struct grpc_call *c, const Etcdserverpb__TxnRequest *r);
 int rpc_auth_lease_revoke(struct grpc_call *c, int64_t id);
 int rpc_auth_info(struct grpc_call *c, struct auth_info *ai);
+/* Ends @c with an auth error the way etcd's maintenance service sends it
+ * (the auth package's error, untranslated: UNKNOWN, "auth: ..."). */
+void rpc_auth_finish_maint(struct grpc_call *c, int rc);
+/* etcd's text for an auth error inside a response (a watch's
+ * cancel_reason): the gRPC status error's string. */
+const char *rpc_auth_status_text(struct grpc_call *c, int rc);
 
 /* Listens on --listen-metrics-urls: HTTP/1.1 /metrics, /health, /livez and
  * /readyz, no gRPC. Logs and returns -1 when a URL cannot be served. */

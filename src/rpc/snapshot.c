@@ -236,7 +236,7 @@ void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     if ((rc = rpc_auth_admin(c)) != 0) {
-        grpc_finish_err(c, rc);
+        rpc_auth_finish_maint(c, rc);
         return;
     }
     if ((fd = open_temp(srv->cfg.data_dir)) < 0) {

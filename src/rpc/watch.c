@@ -31,7 +31,7 @@ static int watch_allowed(struct grpc_call *c, struct watch_stream *ws,
     if (rc != CAIRN_EINVALIDAUTHTOKEN && rc != CAIRN_EAUTHOLDREV &&
         rc != CAIRN_EUSEREMPTY)
         rc = CAIRN_EPERMDENIED;
-    watch_create_refused(ws, cairn_err_msg(rc));
+    watch_create_refused(ws, rpc_auth_status_text(c, rc));
     return 0;
 }
 

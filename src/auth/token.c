@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -158,7 +159,7 @@ int auth__token_info(const char *tok, size_t len, struct arena *a,
         char *user;
         size_t ulen;
         uint64_t rev;
-        int rc = auth_jwt_verify(tk.jwt, tok, len, net_now_ms() / 1000, a,
+        int rc = auth_jwt_verify(tk.jwt, tok, len, (int64_t)time(NULL) /* JWT exp: Unix time */, a,
                                  &user, &ulen, &rev);
         if (rc != 0)
             return rc;
@@ -195,7 +196,7 @@ int auth_token_assign(const char *user, size_t ulen, uint64_t index,
         return CAIRN_EAUTHFAILED;
     if (tk.kind == TOK_JWT)
         return auth_jwt_sign(tk.jwt, user, ulen, auth_revision(),
-                             net_now_ms() / 1000, token);
+                             (int64_t)time(NULL) /* JWT exp: Unix time */, token);
     int64_t now = net_now_ms();
     char buf[SIMPLE_PREFIX_LEN + 32];
     random_letters(buf, SIMPLE_PREFIX_LEN);

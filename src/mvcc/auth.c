@@ -2,7 +2,10 @@
  * other meta key starts with. */
 #include "mvcc/auth.h"
 
+#include <errno.h>
 #include <string.h>
+
+#include "snap/bbolt.h"
 
 #include "core/err.h"
 #include "mvcc/mvcc_int.h"
@@ -124,4 +127,68 @@ int mvcc_auth_set_revision(struct mvcc_txn *t, uint64_t rev)
     mvcc__put_be64(b, rev);
     MDB_val key = {sizeof REVISION_KEY - 1, (void *)REVISION_KEY}, v = {8, b};
     return mvcc__err(mdb_put(t->txn, t->m->meta, &key, &v, 0));
+}
+
+/* ---- etcd snapshots: the auth, authRoles and authUsers buckets ---- */
+
+static int snap_put_record(void *ud, const uint8_t *name, size_t nlen,
+                           const uint8_t *val, size_t vlen)
+{
+    return snap_bbolt_put(ud, name, nlen, val, vlen);
+}
+
+int mvcc_auth_snapshot_write(struct mvcc_txn *t, struct snap_bbolt_writer *w)
+{
+    MDB_val key = {sizeof ENABLED_KEY - 1, (void *)ENABLED_KEY}, v;
+    uint8_t rev[8];
+    uint64_t r = mvcc_auth_revision(t);
+    int rc;
+
+    mvcc__put_be64(rev, r ? r : 1); /* etcd's initial revision is 1 */
+    if ((rc = snap_bbolt_bucket_begin(w, "auth", 4)) != 0)
+        return rc;
+    /* authEnabled exists once auth was ever enabled, as in etcd */
+    if (mdb_get(t->txn, t->m->meta, &key, &v) == 0 &&
+        (rc = snap_bbolt_put(w, ENABLED_KEY, sizeof ENABLED_KEY - 1,
+                             v.mv_data, v.mv_size)) != 0)
+        return rc;
+    if ((rc = snap_bbolt_put(w, REVISION_KEY, sizeof REVISION_KEY - 1, rev, 8)) != 0 ||
+        (rc = snap_bbolt_bucket_end(w)) != 0)
+        return rc;
+    if ((rc = snap_bbolt_bucket_begin(w, "authRoles", 9)) != 0 ||
+        (rc = mvcc_auth_each(t, MVCC_AUTH_ROLE, snap_put_record, w)) != 0 ||
+        (rc = snap_bbolt_bucket_end(w)) != 0)
+        return rc;
+    if ((rc = snap_bbolt_bucket_begin(w, "authUsers", 9)) != 0 ||
+        (rc = mvcc_auth_each(t, MVCC_AUTH_USER, snap_put_record, w)) != 0)
+        return rc;
+    return snap_bbolt_bucket_end(w);
+}
+
+int mvcc_auth_snapshot_record(struct mvcc_txn *t, const uint8_t *bucket,
+                              size_t blen, const uint8_t *k, size_t klen,
+                              const uint8_t *v, size_t vlen)
+{
+    if (blen == 4 && memcmp(bucket, "auth", 4) == 0) {
+        if (klen == sizeof ENABLED_KEY - 1 && memcmp(k, ENABLED_KEY, klen) == 0)
+            return mvcc_auth_set_enabled(t, vlen == 1 && v[0] == 1);
+        if (klen == sizeof REVISION_KEY - 1 && memcmp(k, REVISION_KEY, klen) == 0) {
+            if (vlen != 8)
+                return -EBADMSG;
+            return mvcc_auth_set_revision(t, mvcc__get_be64(v));
+        }
+        return 0; /* keys etcd may add later */
+    }
+    enum mvcc_auth_kind kind = blen == 9 && memcmp(bucket, "authUsers", 9) == 0
+                                   ? MVCC_AUTH_USER
+                                   : MVCC_AUTH_ROLE;
+    /* the record must be what etcd would read back */
+    ProtobufCMessage *m = protobuf_c_message_unpack(
+        kind == MVCC_AUTH_USER ? &authpb__user__descriptor
+                               : &authpb__role__descriptor,
+        NULL, vlen, v);
+    if (m == NULL)
+        return -EBADMSG;
+    protobuf_c_message_free_unpacked(m, NULL);
+    return mvcc_auth_put(t, kind, (const char *)k, klen, v, vlen);
 }

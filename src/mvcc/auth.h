@@ -35,6 +35,15 @@ int mvcc_auth_set_enabled(struct mvcc_txn *t, int on);
 uint64_t mvcc_auth_revision(struct mvcc_txn *t);
 int mvcc_auth_set_revision(struct mvcc_txn *t, uint64_t rev);
 
+/* Snapshots (etcd's bbolt schema): writes the auth, authRoles and
+ * authUsers buckets (etcd's keys and values); restores one record of them
+ * (@bucket its name). Errors: -EBADMSG, CAIRN_ETOOLARGE, CAIRN_ESTORE. */
+struct snap_bbolt_writer;
+int mvcc_auth_snapshot_write(struct mvcc_txn *t, struct snap_bbolt_writer *w);
+int mvcc_auth_snapshot_record(struct mvcc_txn *t, const uint8_t *bucket,
+                              size_t blen, const uint8_t *k, size_t klen,
+                              const uint8_t *v, size_t vlen);
+
 /* Longest user or role name the store takes (LMDB's key limit less the
  * prefix); etcd has none. */
 #define MVCC_AUTH_MAX_NAME 500

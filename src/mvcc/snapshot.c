@@ -12,6 +12,7 @@
 #include "core/mem.h"
 #include "mvcc/mvcc_int.h"
 #include "mvcc/snapshot.h"
+#include "mvcc/auth.h"
 #include "snap/bbolt.h"
 
 #define RESTORE_BATCH 20000
@@ -291,12 +292,7 @@ int mvcc_snapshot_write(struct mvcc_txn *t, int fd,
     /* Buckets in byte order, as bbolt keeps them. */
     if ((rc = write_alarms(t, w)) != 0)
         goto out;
-    if ((rc = snap_bbolt_bucket_begin(w, "auth", 4)) != 0 ||
-        (rc = put_be64(w, "authRevision", 1)) != 0 ||
-        (rc = snap_bbolt_bucket_end(w)) != 0)
-        goto out;
-    if ((rc = empty_bucket(w, "authRoles")) != 0 ||
-        (rc = empty_bucket(w, "authUsers")) != 0)
+    if ((rc = mvcc_auth_snapshot_write(t, w)) != 0)
         goto out;
     if ((rc = snap_bbolt_bucket_begin(w, "cluster", 7)) != 0 ||
         (rc = snap_bbolt_put(w, "clusterVersion", 14, "3.4.0", 5)) != 0 ||
@@ -360,8 +356,7 @@ static int read_meta(void *ud, struct snap_bytes b, struct snap_bytes k,
     return 0;
 }
 
-/* cairn has no auth yet: what the snapshot holds is counted, so the
- * caller can say it was not restored. */
+/* Auth state is counted for the report, then restored (restore_auth). */
 static int read_auth(void *ud, struct snap_bytes b, struct snap_bytes k,
                      struct snap_bytes v, int flags)
 {
@@ -412,6 +407,15 @@ static int read_lease(void *ud, struct snap_bytes b, struct snap_bytes k,
 }
 
 /* A raised alarm (etcd keeps them in the restored db). */
+static int restore_auth(void *ud, struct snap_bytes b, struct snap_bytes k,
+                        struct snap_bytes v, int flags)
+{
+    struct restore *r = ud;
+    if (flags != 0)
+        return 0;
+    return mvcc_auth_snapshot_record(&r->t, b.p, b.n, k.p, k.n, v.p, v.n);
+}
+
 static int read_alarm(void *ud, struct snap_bytes b, struct snap_bytes k,
                       struct snap_bytes v, int flags)
 {
@@ -586,6 +590,9 @@ int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
     if ((rc = snap_bbolt_walk(br, "alarm", read_alarm, &r)) != 0 ||
         (rc = snap_bbolt_walk(br, "lease", read_lease, &r)) != 0 ||
         (rc = snap_bbolt_walk(br, "key", read_key, &r)) != 0 ||
+        (rc = snap_bbolt_walk(br, "auth", restore_auth, &r)) != 0 ||
+        (rc = snap_bbolt_walk(br, "authUsers", restore_auth, &r)) != 0 ||
+        (rc = snap_bbolt_walk(br, "authRoles", restore_auth, &r)) != 0 ||
         (rc = restore_meta(&r)) != 0)
         goto err_txn;
     rc = restore_commit(&r, 0);

@@ -10,8 +10,9 @@
  *           (revision encoding, sub 0), term BE8 (as 3.5)
  *   lease   ID BE8 -> leasepb.Lease{ID, TTL}
  *   members hex ID -> member JSON, cluster clusterVersion -> "3.4.0"
- *   auth    authRevision BE8(1); alarm, authRoles, authUsers and
- *           members_removed empty: what a fresh etcd has. */
+ *   auth    authEnabled (once ever enabled), authRevision BE8
+ *   authUsers, authRoles  name -> authpb.User / authpb.Role (mvcc/auth.c)
+ *   alarm   raised alarms; members_removed empty. */
 #ifndef MVCC_SNAPSHOT_H
 #define MVCC_SNAPSHOT_H
 
@@ -47,8 +48,8 @@ struct mvcc_snap_meta {
     int64_t rev;   /* the newest revision in its key bucket */
     int64_t keys;  /* records in its key bucket */
     int64_t leases;
-    int auth_enabled;   /* etcd had auth on: cairn has no auth to restore */
-    int64_t auth_users; /* users and roles in the snapshot (not restored) */
+    int auth_enabled;   /* the snapshot has auth on (restored) */
+    int64_t auth_users; /* users and roles in the snapshot (restored) */
 };
 
 /* Builds a new store in @dir (which must not hold one) from the first

@@ -470,9 +470,8 @@ static int cmd_restore(int argc, char **argv)
                                                 : go_strerror(-rc));
     }
     if (meta.auth_enabled || meta.auth_users > 0)
-        fprintf(stderr, "snapshot: warning: the snapshot has auth data (enabled=%d, "
-                "%" PRId64 " users and roles); cairn has no auth yet and did "
-                "not restore it\n", meta.auth_enabled, meta.auth_users);
+        fprintf(stderr, "snapshot: restored auth enabled=%d users-and-roles=%"
+                PRId64 "\n", meta.auth_enabled, meta.auth_users);
     fprintf(stderr, "snapshot: restored path=%s data-dir=%s revision=%" PRId64
             " records=%" PRId64 " leases=%" PRId64 " compacted=%" PRId64 "\n",
             o.file, o.data_dir, meta.rev, meta.keys, meta.leases,

@@ -468,7 +468,7 @@ def test_deep_trees_both_ways(server_factory, tmp):
         assert range_all(dst, 40) == range_all(src, 40)
 
 
-def test_auth_data_is_reported_not_dropped_silently(server_factory, tmp):
+def test_auth_data_is_restored(server_factory, tmp):
     etcd = server_factory(ETCD_BIN)
     ctl("user", "add", "alice", "--new-user-password", "pw", endpoint=etcd.endpoint)
     ctl("role", "add", "reader", endpoint=etcd.endpoint)
@@ -477,9 +477,12 @@ def test_auth_data_is_reported_not_dropped_silently(server_factory, tmp):
     save(etcd, path)
     data = os.path.join(tmp, "d")
     r = cairn_cli("restore", path, "--data-dir", data)
-    assert "enabled=0, 2 users and roles" in r.stderr, r.stderr
+    assert "restored auth enabled=0 users-and-roles=2" in r.stderr, r.stderr
     cairn = server_factory(data_dir=data)
     assert range_all(cairn, 0) == range_all(etcd, 0)
+    a = rpc_pb2_grpc.AuthStub(cairn.channel())
+    assert list(a.UserList(pb.AuthUserListRequest(), timeout=30).users) == ["alice"]
+    assert list(a.RoleList(pb.AuthRoleListRequest(), timeout=30).roles) == ["reader"]
 
 
 # --------------------------------------------------------------------------

@@ -208,12 +208,13 @@ const char *rpc_auth_status_text(struct grpc_call *c, int rc)
         "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted",
         "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented",
         "Internal", "Unavailable", "DataLoss", "Unauthenticated"};
+    /* loop thread only; the caller sends it at once (a stream's arena
+     * would grow with every refused create) */
+    static char s[256];
     enum grpc_code code = cairn_err_code(rc);
-    const char *msg = cairn_err_msg(rc);
-    size_t n = strlen(msg) + 64;
-    char *s = arena_alloc(&c->arena, n);
-    snprintf(s, n, "rpc error: code = %s desc = %s",
-             (unsigned)code < 17 ? names[code] : "Unknown", msg);
+    (void)c;
+    snprintf(s, sizeof s, "rpc error: code = %s desc = %s",
+             (unsigned)code < 17 ? names[code] : "Unknown", cairn_err_msg(rc));
     return s;
 }
 

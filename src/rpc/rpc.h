@@ -96,7 +96,8 @@ int rpc_auth_info(struct grpc_call *c, struct auth_info *ai);
  * (the auth package's error, untranslated: UNKNOWN, "auth: ..."). */
 void rpc_auth_finish_maint(struct grpc_call *c, int rc);
 /* etcd's text for an auth error inside a response (a watch's
- * cancel_reason): the gRPC status error's string. */
+ * cancel_reason): the gRPC status error's string, in a static buffer
+ * valid until the next call. */
 const char *rpc_auth_status_text(struct grpc_call *c, int rc);
 
 /* Listens on --listen-metrics-urls: HTTP/1.1 /metrics, /health, /livez and

@@ -587,3 +587,19 @@ def test_snapshot_from_cairn_restores_in_etcd(server_factory, tmp_path):
     tok = authenticate(e, PRE)  # cairn's libxcrypt hash, checked by Go's bcrypt
     assert call(st["kv"].Range, pb.RangeRequest(key=b"/p/a"), tok)[0] == "ok"
     assert call(st["kv"].Range, pb.RangeRequest(key=b"/ro/a"), tok)[2] == "etcdserver: permission denied"
+
+
+@pytest.mark.parametrize("cost", ["4", "50"])
+def test_bcrypt_cost(server_factory, tmp_path, cost):
+    """4 is bcrypt's minimum; out-of-range costs fall back to etcd's 10 with
+    a warning, as etcd does. The hash in a snapshot shows the cost used."""
+    s = server_factory(extra_args=["--bcrypt-cost", cost])
+    a = stubs(s)["auth"]
+    a.UserAdd(pb.AuthUserAddRequest(name="root", password="rootpw"), timeout=TIMEOUT)
+    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="root", role="root"), timeout=TIMEOUT)
+    a.AuthEnable(pb.AuthEnableRequest(), timeout=TIMEOUT)
+    assert authenticate(s, "root")
+    db = str(tmp_path / "s.db")
+    save_snapshot(s, db)
+    data = open(db, "rb").read()
+    assert (b"$2b$04$" if cost == "4" else b"$2b$10$") in data

@@ -11,7 +11,7 @@
  *   lease   ID BE8 -> leasepb.Lease{ID, TTL}
  *   members hex ID -> member JSON, cluster clusterVersion -> "3.4.0"
  *   auth    authEnabled (once ever enabled), authRevision BE8
- *   authUsers, authRoles  name -> authpb.User / authpb.Role (mvcc/auth.c)
+ *   authUsers, authRoles  name -> authpb.User / authpb.Role (mvcc/authdb.c)
  *   alarm   raised alarms; members_removed empty. */
 #ifndef MVCC_SNAPSHOT_H
 #define MVCC_SNAPSHOT_H

@@ -161,6 +161,7 @@ def test_alarm_semantics_match_etcd(server_factory, kind):
         dis2 = alarm(s, pb.AlarmRequest.DEACTIVATE, code)
         after = run_ops(s)
         results[name] = dict(
+            headers=[r.HasField("header") for r in (before, act, again, listed, dis, dis2)],
             before=[(a.memberID == mid, a.alarm) for a in before.alarms],
             act=[(a.memberID == mid, a.alarm) for a in act.alarms],
             again=[(a.memberID == mid, a.alarm) for a in again.alarms],

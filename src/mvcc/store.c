@@ -54,6 +54,9 @@ int mvcc__err(int rc)
 {
     if (rc == 0)
         return 0;
+    if (rc <= -1000 && rc > -2000)
+        return rc; /* already a cairn code (e.g. a record that fails to
+                    * decrypt, logged where it was found) */
     if (rc > 0 && rc < 1000)
         return -rc; /* errno */
     if (rc == MDB_MAP_FULL)
@@ -444,11 +447,13 @@ int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
     struct mvcc_rev prev;
     int tomb;
     int rc = mvcc__record_decode_at(t, rev, a, kv, &prev, &tomb);
-    if (rc != 0) {
+    if (rc == MDB_NOTFOUND) {
         log_error("mvcc: missing record main=%lld sub=%lld",
                   (long long)rev.main, (long long)rev.sub);
-        return rc == MDB_NOTFOUND ? CAIRN_ESTORE : mvcc__err(rc);
+        return CAIRN_ESTORE;
     }
+    if (rc != 0)
+        return mvcc__err(rc);
     return 0;
 }
 

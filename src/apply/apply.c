@@ -401,6 +401,17 @@ static void defrag_step(struct apply *a)
     uv_async_send(&a->async);
 }
 
+static void scrub_done(void *ud, int rc, int64_t freed)
+{
+    (void)ud;
+    if (rc == 0)
+        log_infow("apply: old copies of re-encrypted records scrubbed from "
+                  "the file (defragment)", LOG_INT("freed-bytes", freed));
+    else
+        log_warnw("apply: cannot scrub old copies of re-encrypted records; "
+                  "run a defragment", LOG_STR("error", cairn_err_msg(rc)));
+}
+
 /* One group commit over the commands in @batch (may be empty when only
  * compaction work is pending). */
 static void run_batch(struct apply *a, struct apply_cmd *batch)
@@ -410,7 +421,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     struct apply_cmd *tail = NULL, *phys_head = NULL, *phys_tail = NULL;
     struct apply_cmd *done_head = NULL;
     uint64_t n = 0;
-    int rc, fatal = 0;
+    int rc, fatal = 0, scrub = 0;
 
     arena_init(&ar);
     rc = mvcc_write_begin(a->m, &t);
@@ -467,7 +478,11 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
                 log_errorw("apply: re-encryption step failed; the pass stops",
                            LOG_STR("error", cairn_err_msg(more)));
             }
-            a->sealing = more > 0;
+            a->sealing = more == 1;
+            /* The old copies of re-sealed records (plaintext, or under the
+             * old key) are in free pages now: punch them out of the file
+             * once this commit has freed them. */
+            scrub = more == 2;
         }
         if (rc == 0) {
             int64_t t0 = metrics_now_ns();
@@ -516,6 +531,8 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     }
     push_done(a, done_head, tail);
     arena_free(&ar);
+    if (scrub && rc == 0)
+        apply_defrag(a, scrub_done, NULL);
 }
 
 /* A reread key file, between batches (no write txn open): new writes use

@@ -181,8 +181,9 @@ int mvcc_seal_install(struct mvcc *m, struct crypt_ring *ring, int *rotated,
 /* One bounded step of the re-encryption pass inside write txn @t: visits
  * at most @max_records records (and about 4 MiB) from the position kept in
  * meta, re-sealing those not under the active key. Returns 1 when more
- * remain, 0 when no pass is pending (it then has just finished, or none
- * was running), or an error. */
+ * remain, 2 when this step finished the pass, 0 when no pass is pending,
+ * or an error. The records' old copies stay in LMDB's free pages until
+ * reused: a defragment (hole punching) after the pass scrubs them. */
 int mvcc_seal_step(struct mvcc_txn *t, int max_records);
 /* Records the pass has still to visit (an upper bound; 0 when none is
  * running). Any thread. */

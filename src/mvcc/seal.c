@@ -727,7 +727,8 @@ int mvcc_seal_step(struct mvcc_txn *t, int max_records)
         next.mv_size = 0;
     }
     if (db[0] == 0) {
-        rc = finish_pass(t, &r->keys[0]);
+        if ((rc = finish_pass(t, &r->keys[0])) == 0)
+            rc = 2;
         atomic_store(&t->m->seal_pending, 0);
         goto out;
     }
@@ -743,7 +744,7 @@ int mvcc_seal_step(struct mvcc_txn *t, int max_records)
     }
 out:
     arena_free(&a);
-    if (rc < 0 || rc == 1)
+    if (rc < 0 || rc == 1 || rc == 2)
         return rc;
     return rc == 0 ? 0 : mvcc__err(rc);
 }

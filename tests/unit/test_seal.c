@@ -213,7 +213,7 @@ static void run_pass(struct fx *f, int per_step)
         assert_true(more >= 0);
         assert_int_equal(mvcc_write_commit(&t), 0);
     }
-    assert_int_equal(more, 0);
+    assert_int_equal(more, 2);
     assert_int_equal(mvcc_seal_pending(f->m), 0);
 }
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -247,6 +248,64 @@ size_t crypt_plain_size(const void *p, size_t n)
     return n - CRYPT_OVERHEAD - ((const uint8_t *)p)[1];
 }
 
+/* Setting a cipher up (OpenSSL 3's fetch, the AES key schedule) costs far
+ * more than sealing a small record: each thread keeps one context per
+ * direction with the last key's schedule, and only the nonce changes per
+ * record. The key bytes are compared, not the pointer: a freed ring's key
+ * may be reallocated at the same address. Freed at thread exit. */
+struct gcm_cache {
+    EVP_CIPHER_CTX *ctx[2];
+    uint8_t key[2][CRYPT_KEY_LEN];
+    int have[2];
+};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_free(void *p)
+{
+    struct gcm_cache *c = p;
+    for (int i = 0; i < 2; i++)
+        EVP_CIPHER_CTX_free(c->ctx[i]);
+    OPENSSL_cleanse(c, sizeof *c);
+    cairn_free(c);
+}
+
+static void cache_init(void)
+{
+    pthread_key_create(&cache_key, cache_free);
+}
+
+static EVP_CIPHER_CTX *gcm_ctx(int enc, const struct crypt_key *k)
+{
+    struct gcm_cache *c;
+    pthread_once(&cache_once, cache_init);
+    if ((c = pthread_getspecific(cache_key)) == NULL) {
+        c = cairn_calloc(1, sizeof *c);
+        pthread_setspecific(cache_key, c);
+    }
+    if (c->ctx[enc] == NULL) {
+        c->ctx[enc] = EVP_CIPHER_CTX_new();
+        if (c->ctx[enc] == NULL ||
+            !EVP_CipherInit_ex(c->ctx[enc], EVP_aes_256_gcm(), NULL, NULL,
+                               NULL, enc) ||
+            !EVP_CIPHER_CTX_ctrl(c->ctx[enc], EVP_CTRL_GCM_SET_IVLEN,
+                                 CRYPT_NONCE_LEN, NULL)) {
+            EVP_CIPHER_CTX_free(c->ctx[enc]);
+            c->ctx[enc] = NULL;
+            return NULL;
+        }
+        c->have[enc] = 0;
+    }
+    if (!c->have[enc] || memcmp(c->key[enc], k->key, CRYPT_KEY_LEN) != 0) {
+        if (!EVP_CipherInit_ex(c->ctx[enc], NULL, NULL, k->key, NULL, enc))
+            return NULL;
+        memcpy(c->key[enc], k->key, CRYPT_KEY_LEN);
+        c->have[enc] = 1;
+    }
+    return c->ctx[enc];
+}
+
 /* GCM's AAD: the envelope's head (magic, name length, name), then the
  * caller's: the key name is bound as tightly as where the record lives. */
 static int gcm(int enc, const struct crypt_key *k, const uint8_t *head,
@@ -254,14 +313,11 @@ static int gcm(int enc, const struct crypt_key *k, const uint8_t *head,
                const uint8_t *nonce, const uint8_t *in, size_t n,
                uint8_t *out, uint8_t *tag)
 {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = gcm_ctx(enc, k);
     int len, ok;
     if (ctx == NULL)
         return -EIO;
-    ok = EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) &&
-         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPT_NONCE_LEN,
-                             NULL) &&
-         EVP_CipherInit_ex(ctx, NULL, NULL, k->key, nonce, enc) &&
+    ok = EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, enc) &&
          EVP_CipherUpdate(ctx, NULL, &len, head, (int)headlen) &&
          (aadlen == 0 ||
           EVP_CipherUpdate(ctx, NULL, &len, aad, (int)aadlen)) &&
@@ -274,7 +330,6 @@ static int gcm(int enc, const struct crypt_key *k, const uint8_t *head,
     if (ok && enc)
         ok = EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CRYPT_TAG_LEN,
                                  tag);
-    EVP_CIPHER_CTX_free(ctx);
     return ok ? 0 : enc ? -EIO : -EBADMSG;
 }
 

@@ -2,7 +2,9 @@
 # Cost of encryption at rest: put and range with and without
 # --experimental-encryption-key-file, same binary, fresh data dirs, servers
 # on free 127.0.0.1 ports this script starts (and stops) itself.
-#   sh bench/encryption.sh [duration-seconds] [value-size]
+#   [TMPDIR=/dev/shm] [TOTAL=200000] sh bench/encryption.sh [seconds] [value-size]
+# (tmpfs takes the disk out: it shows the CPU cost; on a disk puts are
+# fsync-bound). Noisy machines: run it several times and compare medians.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${CAIRN_BIN:-$here/../build/cairn}
@@ -37,7 +39,7 @@ for mode in plain encrypted; do
         pf=; [ $op = range ] && pf=--prefill
         printf '%-9s ' $mode
         "$bench" --endpoint "127.0.0.1:$port" --op $op $pf --conns 4 --streams 64 \
-            --val-size "$val" --duration "$dur" --quiet
+            --val-size "$val" --duration "$dur" --total "${TOTAL:-200000}" --quiet
     done
     kill $pid; wait $pid || true
     pid=

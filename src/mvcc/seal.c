@@ -32,6 +32,7 @@
 #include "mvcc/mvcc_int.h"
 
 #define SEAL_STEP_BYTES (4u << 20)
+#define SEAL_LOG_EVERY 100000 /* records between progress lines */
 #define KEYS_MAX (CRYPT_MAX_KEYS * 4 * (CRYPT_NAME_MAX + 1))
 
 static const char CHECK_PLAIN[] = "cairn encryption key check v1";
@@ -681,10 +682,15 @@ static int pass_db(struct mvcc_txn *t, const char *db, const MDB_val *from,
     }
     mdb_cursor_close(c);
     if (visited > 0) {
-        int64_t vis = mvcc_meta_get(t, "seal_visited", 0) + visited;
+        int64_t before = mvcc_meta_get(t, "seal_visited", 0);
+        int64_t vis = before + visited;
         int wrc = mvcc_meta_put(t, "seal_visited", vis);
         if (wrc != 0)
             return wrc;
+        if (vis / SEAL_LOG_EVERY != before / SEAL_LOG_EVERY)
+            log_infow("mvcc: re-encrypting records", LOG_STR("key-id", key->name),
+                      LOG_INT("visited", vis),
+                      LOG_INT("total", mvcc_meta_get(t, "seal_total", 0)));
     }
     if (rc == MDB_NOTFOUND) {
         *done = 1;

@@ -307,6 +307,28 @@ static void tampered_records_rejected(void **state)
     assert_int_equal(range_rc(f, "y", 0), CAIRN_ESTORE);
     raw_kv_put(f, 3, &v3);
     assert_int_equal(range_rc(f, "y", 0), 0);
+    /* Sealed databases (leases, auth): values swapped between keys. */
+    grant(f, 1, 10);
+    grant(f, 2, 20);
+    assert_int_equal(leases(f), 1010 + 2020);
+    struct mvcc_txn t;
+    uint8_t k1[8], k2[8];
+    mvcc__put_be64(k1, 1);
+    mvcc__put_be64(k2, 2);
+    MDB_val a = {8, k1}, b = {8, k2}, va, vb, plain;
+    assert_int_equal(mvcc_write_begin(f->m, &t), 0);
+    assert_int_equal(mvcc__sealed_get(&t, f->m->lease, &a, NULL, &plain), 0);
+    assert_int_equal(mvcc__get_be64(plain.mv_data), 10);
+    assert_int_equal(mdb_get(t.txn, f->m->lease, &a, &va), 0);
+    assert_int_equal(mdb_get(t.txn, f->m->lease, &b, &vb), 0);
+    va.mv_data = arena_memdup(&f->a, va.mv_data, va.mv_size);
+    vb.mv_data = arena_memdup(&f->a, vb.mv_data, vb.mv_size);
+    assert_int_equal(mdb_put(t.txn, f->m->lease, &a, &vb, 0), 0);
+    assert_int_equal(mdb_put(t.txn, f->m->lease, &b, &va, 0), 0);
+    assert_int_equal(mvcc__sealed_get(&t, f->m->lease, &a, NULL, &plain),
+                     CAIRN_ESTORE);
+    assert_int_equal(mvcc_leases(&t, lease_sum, &(int64_t){0}), CAIRN_ESTORE);
+    mvcc_write_abort(&t);
 }
 
 static void wrong_or_missing_key_refused(void **state)

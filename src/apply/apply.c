@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "crypt/crypt.h"
 #include "metrics/metrics.h"
 
 /* Bounds on one group commit: enough to amortise the fsync, small enough
@@ -17,6 +18,9 @@
 #define BATCH_MAX_CMDS 1024
 #define BATCH_MAX_BYTES (32u << 20)
 #define COMPACT_KEYS_PER_BATCH 1000
+/* Re-encryption after a key change: records per group commit (and about
+ * 4 MiB, mvcc_seal_step's own bound). */
+#define SEAL_RECORDS_PER_BATCH 1000
 /* Time one defragment step may punch holes for: with the freelist scan
  * before it, writes wait a few ms at most. */
 #define DEFRAG_STEP_US 2000
@@ -45,6 +49,8 @@ struct apply {
     uv_async_t async;
     int stopping;
     int compacting;
+    int sealing;                  /* a re-encryption pass is pending */
+    struct crypt_ring *seal_new;  /* a reread key file to install (mu) */
     _Atomic uint64_t index;
     _Atomic unsigned alarms;       /* apply_alarms() */
     pthread_mutex_t alarm_mu;      /* alarm_list: apply thread writes */
@@ -412,6 +418,17 @@ static void defrag_step(struct apply *a)
     uv_async_send(&a->async);
 }
 
+static void scrub_done(void *ud, int rc, int64_t freed)
+{
+    (void)ud;
+    if (rc == 0)
+        log_infow("apply: old copies of re-encrypted records scrubbed from "
+                  "the file (defragment)", LOG_INT("freed-bytes", freed));
+    else
+        log_warnw("apply: cannot scrub old copies of re-encrypted records; "
+                  "run a defragment", LOG_STR("error", cairn_err_msg(rc)));
+}
+
 /* One group commit over the commands in @batch (may be empty when only
  * compaction work is pending). */
 static void run_batch(struct apply *a, struct apply_cmd *batch)
@@ -421,7 +438,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     struct apply_cmd *tail = NULL, *phys_head = NULL, *phys_tail = NULL;
     struct apply_cmd *done_head = NULL;
     uint64_t n = 0;
-    int rc, fatal = 0;
+    int rc, fatal = 0, scrub = 0;
 
     arena_init(&ar);
     rc = mvcc_write_begin(a->m, &t);
@@ -468,6 +485,21 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
                 rc = more; /* it may have deleted part of a key's history */
             }
             a->compacting = more > 0;
+        }
+        if (rc == 0 && a->sealing) {
+            int more = mvcc_seal_step(&t, SEAL_RECORDS_PER_BATCH);
+            if (more < 0) {
+                /* Re-sealed records are whole and the position did not
+                 * move: what is written stays valid. The pass stops until
+                 * the key file is reread or the server restarts. */
+                log_errorw("apply: re-encryption step failed; the pass stops",
+                           LOG_STR("error", cairn_err_msg(more)));
+            }
+            a->sealing = more == 1;
+            /* The old copies of re-sealed records (plaintext, or under the
+             * old key) are in free pages now: punch them out of the file
+             * once this commit has freed them. */
+            scrub = more == 2;
         }
         if (rc == 0) {
             int64_t t0 = metrics_now_ns();
@@ -516,6 +548,29 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     }
     push_done(a, done_head, tail);
     arena_free(&ar);
+    if (scrub && rc == 0)
+        apply_defrag(a, scrub_done, NULL);
+}
+
+/* A reread key file, between batches (no write txn open): new writes use
+ * its first key from the next batch on. */
+static void seal_install(struct apply *a, struct crypt_ring *ring)
+{
+    char err[256];
+    int rotated;
+    int rc = mvcc_seal_install(a->m, ring, &rotated, err, sizeof err);
+    if (rc != 0) {
+        log_errorw("apply: encryption key file rejected; the keys in use stay",
+                   LOG_STR("error", err));
+        crypt_ring_free(ring);
+        return;
+    }
+    log_infow("apply: encryption key file reloaded",
+              LOG_STR("key-id", ring->keys[0].name), LOG_INT("keys", ring->n),
+              LOG_BOOL("rotation", rotated));
+    if (rotated)
+        metrics_encryption_rotated();
+    a->sealing = 1;
 }
 
 static void *apply_main(void *arg)
@@ -526,8 +581,11 @@ static void *apply_main(void *arg)
         size_t ncmd = 0, bytes = 0;
         pthread_mutex_lock(&a->mu);
         while (a->q_head == NULL && !a->stopping && !a->compacting &&
-               a->defrag == NULL)
+               a->defrag == NULL && !a->sealing && a->seal_new == NULL)
             pthread_cond_wait(&a->cv, &a->mu);
+        struct crypt_ring *ring = a->stopping ? NULL : a->seal_new;
+        if (ring != NULL)
+            a->seal_new = NULL;
         while (a->q_head != NULL && ncmd < BATCH_MAX_CMDS &&
                bytes < BATCH_MAX_BYTES) {
             struct apply_cmd *c = a->q_head;
@@ -552,7 +610,9 @@ static void *apply_main(void *arg)
         pthread_mutex_unlock(&a->mu);
         if (stop)
             break;
-        if (batch != NULL || a->compacting)
+        if (ring != NULL)
+            seal_install(a, ring);
+        if (batch != NULL || a->compacting || a->sealing)
             run_batch(a, batch);
         if (defrag)
             defrag_step(a);
@@ -617,6 +677,9 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     /* Resume a compaction a restart interrupted. */
     if (mvcc_read_begin(m, &t) == 0) {
         a->compacting = t.compact_rev > mvcc_compact_done(&t);
+        /* Resume a re-encryption pass (the first step finds out whether
+         * one is pending). */
+        a->sealing = mvcc_sealed(m);
         a->notified_rev = t.rev;
         atomic_store(&a->committed_rev, t.rev);
         atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "index", 0));
@@ -678,9 +741,12 @@ void apply_stop(struct apply *a)
     pthread_mutex_lock(&a->mu);
     a->stopping = 1;
     a->compacting = 0; /* resumed at the next start */
+    a->sealing = 0;    /* likewise */
     pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
+    crypt_ring_free(a->seal_new);
+    a->seal_new = NULL;
     /* A defragment in progress is abandoned; its waiters hear so. */
     for (struct defrag_waiter *w = a->defrag; w != NULL; w = w->next)
         w->rc = CAIRN_ESTOPPED;
@@ -739,6 +805,16 @@ int apply_alarm_list(struct apply *a, apply_alarm_t *out, int max)
 int64_t apply_in_use(struct apply *a)
 {
     return atomic_load(&a->in_use);
+}
+
+void apply_seal_reload(struct apply *a, struct crypt_ring *ring)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->seal_new != NULL) /* superseded before it was installed */
+        crypt_ring_free(a->seal_new);
+    a->seal_new = ring;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
 }
 
 void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed),

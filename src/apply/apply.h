@@ -104,6 +104,14 @@ int64_t apply_in_use(struct apply *a);
  * and the bytes returned to the OS. */
 void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed),
                   void *ud);
+/* Encryption at rest: a reread key file. The apply thread checks it
+ * against the store between batches (mvcc_seal_install) and makes it
+ * current, starting a re-encryption pass when its first key is new; a
+ * rejected file is logged and freed, the keys in use stay. Takes @ring.
+ * Loop thread. */
+struct crypt_ring;
+void apply_seal_reload(struct apply *a, struct crypt_ring *ring);
+
 /* The store's revision after the last commit. Any thread. */
 int64_t apply_rev(struct apply *a);
 /* Commands applied so far (for status: raft index). */

@@ -323,6 +323,15 @@ void metrics_expose(struct buf *b)
     char *dot = strchr(cv, '.');
     if (dot != NULL && (dot = strchr(dot + 1, '.')) != NULL)
         *dot = 0;
+    /* cairn's own: encryption at rest (--experimental-encryption-key-file). */
+    one(b, "cairn_encryption_key_rotations_total",
+        "Encryption key rotations started (the key file's first key became "
+        "the active key).",
+        "counter", counter(&E->encryption_rotations));
+    one(b, "cairn_encryption_records_pending",
+        "Records the re-encryption pass has still to visit (0 when none "
+        "runs).",
+        "gauge", (double)mvcc_seal_pending(srv->mvcc));
     labelled(b, "etcd_cluster_version",
              "Which version is running. 1 for 'cluster_version' label with "
              "current cluster version",

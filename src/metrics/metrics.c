@@ -561,6 +561,11 @@ void metrics_lease_revoked(void)
     metrics_counter_add(&metrics__etcd.lease_revoked, 1);
 }
 
+void metrics_encryption_rotated(void)
+{
+    metrics_counter_add(&metrics__etcd.encryption_rotations, 1);
+}
+
 void metrics_lease_renewed(void)
 {
     metrics_counter_add(&metrics__etcd.lease_renewed, 1);

@@ -145,6 +145,12 @@ void metrics_watchers(int delta);
 void metrics_lease_revoked(void);
 void metrics_lease_renewed(void);
 
+/* Encryption at rest: a key rotation started (the key file's first key
+ * became the store's active key). Any thread. The records a pass has
+ * still to re-encrypt are read from the store at scrape time
+ * (cairn_encryption_records_pending). */
+void metrics_encryption_rotated(void);
+
 /* /health outcomes (etcd_server_health_success / _failures). */
 void metrics_health_result(int ok);
 

@@ -35,6 +35,7 @@ struct metrics_etcd {
     struct metrics_gauge watch_streams, watchers;
     struct metrics_counter lease_granted, lease_revoked, lease_renewed;
     struct metrics_counter health_success, health_failures;
+    struct metrics_counter encryption_rotations;
 };
 
 extern struct metrics_etcd metrics__etcd;

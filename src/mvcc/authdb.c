@@ -1,5 +1,5 @@
-/* Users, roles and the auth flags in the meta DB, under prefixes that no
- * other meta key starts with. */
+/* Users and roles in the auth DB (sealed like every value when encryption
+ * at rest is on: they hold password hashes); the auth flags in meta. */
 #include "mvcc/auth.h"
 
 #include <errno.h>
@@ -42,12 +42,16 @@ int mvcc_auth_get(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
     int rc = make_key(k, name, len, buf, &key);
     if (rc != 0)
         return rc == CAIRN_ETOOLARGE ? 1 : rc; /* cannot have been stored */
-    rc = mdb_get(t->txn, t->m->meta, &key, &v);
+    rc = mvcc__sealed_get(t, t->m->auth, &key, a, &v);
     if (rc == MDB_NOTFOUND)
         return 1;
     if (rc != 0)
         return mvcc__err(rc);
-    *val = arena_memdup(a, v.mv_data, v.mv_size + 1);
+    /* a NUL after the bytes, never read past the value (it may end the
+     * map's last page) */
+    *val = arena_alloc(a, v.mv_size + 1);
+    memcpy(*val, v.mv_data, v.mv_size);
+    (*val)[v.mv_size] = 0;
     *vlen = v.mv_size;
     return 0;
 }
@@ -56,11 +60,11 @@ int mvcc_auth_put(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
                   size_t len, const uint8_t *val, size_t vlen)
 {
     uint8_t buf[PFX_LEN + MVCC_AUTH_MAX_NAME];
-    MDB_val key, v = {vlen, (void *)val};
+    MDB_val key;
     int rc = make_key(k, name, len, buf, &key);
     if (rc != 0)
         return rc;
-    return mvcc__err(mdb_put(t->txn, t->m->meta, &key, &v, 0));
+    return mvcc__err(mvcc__sealed_put(t, t->m->auth, &key, val, vlen, 0));
 }
 
 int mvcc_auth_del(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
@@ -71,7 +75,7 @@ int mvcc_auth_del(struct mvcc_txn *t, enum mvcc_auth_kind k, const char *name,
     int rc = make_key(k, name, len, buf, &key);
     if (rc != 0)
         return 1;
-    rc = mdb_del(t->txn, t->m->meta, &key, NULL);
+    rc = mdb_del(t->txn, t->m->auth, &key, NULL);
     return rc == MDB_NOTFOUND ? 1 : mvcc__err(rc);
 }
 
@@ -81,14 +85,19 @@ int mvcc_auth_each(struct mvcc_txn *t, enum mvcc_auth_kind k, mvcc_auth_fn fn,
     MDB_cursor *c;
     MDB_val key = {PFX_LEN, (void *)pfx(k)}, v;
     int rc;
-    if ((rc = mdb_cursor_open(t->txn, t->m->meta, &c)) != 0)
+    if ((rc = mdb_cursor_open(t->txn, t->m->auth, &c)) != 0)
         return mvcc__err(rc);
     for (rc = mdb_cursor_get(c, &key, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &key, &v, MDB_NEXT)) {
+        MDB_val plain;
         if (key.mv_size < PFX_LEN || memcmp(key.mv_data, pfx(k), PFX_LEN) != 0)
             break;
+        if ((rc = mvcc__value_open(t, t->m->auth, &key, &v, NULL, &plain)) != 0) {
+            mdb_cursor_close(c);
+            return mvcc__err(rc);
+        }
         int frc = fn(ud, (const uint8_t *)key.mv_data + PFX_LEN,
-                     key.mv_size - PFX_LEN, v.mv_data, v.mv_size);
+                     key.mv_size - PFX_LEN, plain.mv_data, plain.mv_size);
         if (frc != 0) {
             mdb_cursor_close(c);
             return frc;

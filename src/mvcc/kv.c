@@ -62,7 +62,7 @@ static int range_visit(void *ud, MDB_val *key, struct mvcc_rev rev)
         c->cap = cap;
     }
     Mvccpb__KeyValue *kv = arena_alloc(c->a, sizeof *kv);
-    int rc = mvcc__record_get(c->t, rev, kv);
+    int rc = mvcc__record_get(c->t, rev, c->a, kv);
     if (rc != 0)
         return rc;
     c->kvs[c->n++] = kv;
@@ -235,7 +235,7 @@ static int get_latest(struct mvcc_txn *t, ProtobufCBinaryData key,
     if (rc != 0)
         return mvcc__err(rc);
     Mvccpb__KeyValue *kv = arena_alloc(a, sizeof *kv);
-    rc = mvcc__record_get(t, r, kv);
+    rc = mvcc__record_get(t, r, a, kv);
     if (rc != 0)
         return rc;
     *out = kv;
@@ -260,7 +260,7 @@ static int put_apply(struct mvcc_txn *t, const Etcdserverpb__PutRequest *r,
         return CAIRN_EKEYNOTFOUND;
     if (exists && (r->prev_kv || r->ignore_value)) {
         prev = arena_alloc(a, sizeof *prev);
-        if ((rc = mvcc__record_get(t, pr, prev)) != 0)
+        if ((rc = mvcc__record_get(t, pr, a, prev)) != 0)
             return rc;
     }
     mvccpb__key_value__init(&kv);
@@ -688,17 +688,16 @@ static int compact_key(struct mvcc_txn *t, MDB_val *key, struct mvcc_rev e,
     struct mvcc_rev *chain = NULL, r = e, link;
     size_t n = 0, cap = 0;
     int rc = 0, tomb = e.tomb, is_newest = 1;
-    Mvccpb__KeyValue kv;
 
     /* Down to K. */
     while (r.main > crev) {
-        if ((rc = mvcc__record_decode_at(t, r, &kv, &link, &tomb)) != 0)
+        if ((rc = mvcc__record_decode_at(t, r, NULL, NULL, &link, &tomb)) != 0)
             goto out;
         if (link.main == 0)
             goto out; /* the key was born after crev: nothing to do */
         r = link;
         is_newest = 0;
-        rc = mvcc__record_decode_at(t, r, &kv, &link, &tomb);
+        rc = mvcc__record_decode_at(t, r, NULL, NULL, &link, &tomb);
         if (rc == MDB_NOTFOUND) {
             rc = 0;
             goto out; /* already compacted below */
@@ -709,12 +708,12 @@ static int compact_key(struct mvcc_txn *t, MDB_val *key, struct mvcc_rev e,
     }
     /* r is K; collect what lies below it, newest first. */
     struct mvcc_rev below = r;
-    if ((rc = mvcc__record_decode_at(t, below, &kv, &link, &tomb)) != 0)
+    if ((rc = mvcc__record_decode_at(t, below, NULL, NULL, &link, &tomb)) != 0)
         goto out;
     while (link.main != 0) {
         struct mvcc_rev next;
         int t2;
-        rc = mvcc__record_decode_at(t, link, &kv, &next, &t2);
+        rc = mvcc__record_decode_at(t, link, NULL, NULL, &next, &t2);
         if (rc == MDB_NOTFOUND) {
             rc = 0;
             break;

@@ -52,7 +52,8 @@ int mvcc_lease_grant(struct mvcc_txn *t, int64_t id, int64_t ttl)
     MDB_val k = {8, kb}, v = {8, vb};
     mvcc__put_be64(kb, (uint64_t)id);
     mvcc__put_be64(vb, (uint64_t)ttl);
-    int rc = mdb_put(t->txn, t->m->lease, &k, &v, MDB_NOOVERWRITE);
+    int rc = mvcc__sealed_put(t, t->m->lease, &k, v.mv_data, v.mv_size,
+                              MDB_NOOVERWRITE);
     if (rc == MDB_KEYEXIST)
         return CAIRN_ELEASEEXISTS;
     return mvcc__err(rc);
@@ -128,9 +129,17 @@ int mvcc_leases(struct mvcc_txn *t, mvcc_lease_fn fn, void *ud)
         return mvcc__err(rc);
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     while (rc == 0) {
-        if (k.mv_size == 8 && v.mv_size == 8) {
+        MDB_val pv;
+        /* A sealed TTL is opened into scratch: only the number is kept. */
+        struct arena *s = mvcc__txn_scratch(t);
+        arena_reset(s);
+        if ((rc = mvcc__value_open(t, t->m->lease, &k, &v, s, &pv)) != 0) {
+            mdb_cursor_close(c);
+            return rc;
+        }
+        if (k.mv_size == 8 && pv.mv_size == 8) {
             int frc = fn(ud, (int64_t)mvcc__get_be64(k.mv_data),
-                         (int64_t)mvcc__get_be64(v.mv_data));
+                         (int64_t)mvcc__get_be64(pv.mv_data));
             if (frc != 0) {
                 mdb_cursor_close(c);
                 return frc < 0 ? frc : 0;

@@ -56,17 +56,21 @@ uint32_t mvcc_crc32c(uint32_t crc, const void *data, size_t n)
 
 /* A record as etcd's key bucket holds it: key main BE8 '_' sub BE8 ['t'],
  * value the packed KeyValue (a tombstone's holds only the key). */
-static uint32_t hash_record(uint32_t h, const MDB_val *k, const MDB_val *v,
-                            struct arena *a, int *err)
+static uint32_t hash_record(struct mvcc_txn *t, uint32_t h, const MDB_val *k,
+                            const MDB_val *v, struct arena *a, int *err)
 {
-    const uint8_t *kb = k->mv_data;
+    const uint8_t *kb = k->mv_data, *pl;
     uint8_t ek[18];
     struct mvcc_rev prev;
     Mvccpb__KeyValue kv;
+    size_t pn;
     int tomb;
 
+    /* The plaintext is hashed: encryption at rest leaves HashKV etcd's. */
     if (k->mv_size != MVCC_REVLEN ||
-        mvcc__record_decode(v, &prev, &tomb, &kv) != 0) {
+        mvcc__record_payload(t, k, v, a, &pl, &pn) != 0 ||
+        mvcc__record_decode(t, k, v, NULL, &prev, &tomb, NULL) != 0 ||
+        mvcc__kv_decode(pl, pn, &kv) != 0) {
         *err = CAIRN_ESTORE;
         return h;
     }
@@ -76,13 +80,12 @@ static uint32_t hash_record(uint32_t h, const MDB_val *k, const MDB_val *v,
     ek[17] = 't';
     h = mvcc_crc32c(h, ek, tomb ? 18 : 17);
     if (!tomb)
-        return mvcc_crc32c(h, (const uint8_t *)v->mv_data + MVCC_RECHDR,
-                           v->mv_size - MVCC_RECHDR);
-    Mvccpb__KeyValue t = MVCCPB__KEY_VALUE__INIT;
-    t.key = kv.key;
-    size_t n = mvccpb__key_value__get_packed_size(&t);
+        return mvcc_crc32c(h, pl, pn);
+    Mvccpb__KeyValue tk = MVCCPB__KEY_VALUE__INIT;
+    tk.key = kv.key;
+    size_t n = mvccpb__key_value__get_packed_size(&tk);
     uint8_t *b = arena_alloc(a, n);
-    mvccpb__key_value__pack(&t, b);
+    mvccpb__key_value__pack(&tk, b);
     return mvcc_crc32c(h, b, n);
 }
 
@@ -133,7 +136,7 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
             struct mvcc_rev prev, cur;
             Mvccpb__KeyValue kv;
             int tomb;
-            if (mvcc__record_decode(&v, &prev, &tomb, &kv) != 0) {
+            if (mvcc__record_decode(t, &k, &v, &a, &prev, &tomb, &kv) != 0) {
                 err = CAIRN_ESTORE;
                 break;
             }
@@ -143,7 +146,7 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
                 cur.main != main || cur.sub != sub || cur.tomb)
                 continue;
         }
-        h = hash_record(h, &k, &v, &a, &err);
+        h = hash_record(t, h, &k, &v, &a, &err);
         arena_reset(&a);
     }
     mdb_cursor_close(c);
@@ -173,7 +176,7 @@ int mvcc_hash(struct mvcc_txn *t, uint32_t *hash)
     h = mvcc_crc32c(0, "key", 3);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && err == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        h = hash_record(h, &k, &v, &a, &err);
+        h = hash_record(t, h, &k, &v, &a, &err);
         arena_reset(&a);
     }
     mdb_cursor_close(c);
@@ -185,12 +188,20 @@ int mvcc_hash(struct mvcc_txn *t, uint32_t *hash)
     if ((rc = mdb_cursor_open(t->txn, t->m->lease, &c)) != 0)
         return mvcc__err(rc);
     h = mvcc_crc32c(h, "lease", 5);
+    arena_init(&a);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        MDB_val pv;
+        if ((err = mvcc__value_open(t, t->m->lease, &k, &v, &a, &pv)) != 0)
+            break;
         h = mvcc_crc32c(h, k.mv_data, k.mv_size);
-        h = mvcc_crc32c(h, v.mv_data, v.mv_size);
+        h = mvcc_crc32c(h, pv.mv_data, pv.mv_size);
+        arena_reset(&a);
     }
     mdb_cursor_close(c);
+    arena_free(&a);
+    if (err != 0)
+        return err;
     if (rc != MDB_NOTFOUND)
         return mvcc__err(rc);
     *hash = h;

@@ -18,7 +18,12 @@
  *   lease_keys be64(id) key -> "": which keys each lease holds
  *
  * Ownership: KeyValue structs produced by reads point into LMDB's map and
- * are valid only until the txn they came from ends; pack or copy before. */
+ * are valid only until the txn they came from ends; pack or copy before.
+ * With encryption at rest (mvcc_seal_install) record values are sealed;
+ * reads decrypt into the request's arena where one is given (Range, Txn,
+ * Put's prev_kv) and otherwise into an arena the txn owns (mvcc_events,
+ * mvcc_get_at): either way valid at least as long as the txn, as map
+ * pointers are. Without a key nothing is copied. */
 #ifndef MVCC_MVCC_H
 #define MVCC_MVCC_H
 
@@ -43,6 +48,7 @@ struct mvcc_txn {
     int64_t changes;     /* changes made by the current write command */
     int64_t keys_delta;  /* live keys created less deleted, this txn */
     int write;
+    struct arena *plain, *scratch; /* decrypted records (encryption at rest) */
 };
 
 /* Opens (creating if needed) the store in directory @dir. @map_size is the
@@ -149,6 +155,41 @@ int mvcc_lease_keys(struct mvcc_txn *t, int64_t id, struct arena *a,
 /* Every granted lease. */
 typedef int (*mvcc_lease_fn)(void *ud, int64_t id, int64_t ttl);
 int mvcc_leases(struct mvcc_txn *t, mvcc_lease_fn fn, void *ud);
+
+/* ---- encryption at rest (mvcc/seal.c, keys: crypt/crypt.h) ----
+ *
+ * With a key ring every kv record's KeyValue (the key bytes stay plain in
+ * the index), every lease record and every record of a database registered
+ * with mvcc__seal_register (auth) is stored AES-256-GCM sealed with the
+ * ring's first key, bound to where it lives (kv: the revision and the
+ * record's header; others: database and LMDB key). meta keeps which keys
+ * the store's records may use, one sealed check value per key, and the
+ * re-encryption pass's position.
+ *
+ * Checks @ring (NULL: no key file) against the store and makes it current:
+ * refuses (-ENOKEY) a store that has records sealed with a key @ring lacks
+ * (or any, when @ring is NULL), and (-EKEYREJECTED) a key whose name
+ * matches but whose bytes differ; @err then says which key. When @ring's
+ * first key is not the store's active key, it becomes so and a
+ * re-encryption pass starts (*@rotated = 1): new writes use it at once,
+ * mvcc_seal_step() rewrites older records. Takes @ring on success (freed
+ * at mvcc_close), leaves it to the caller on error. Only where no other
+ * write txn can be open (before the apply thread starts, or on it). */
+struct crypt_ring;
+int mvcc_seal_install(struct mvcc *m, struct crypt_ring *ring, int *rotated,
+                      char *err, size_t errlen);
+/* One bounded step of the re-encryption pass inside write txn @t: visits
+ * at most @max_records records (and about 4 MiB) from the position kept in
+ * meta, re-sealing those not under the active key. Returns 1 when more
+ * remain, 2 when this step finished the pass, 0 when no pass is pending,
+ * or an error. The records' old copies stay in LMDB's free pages until
+ * reused: a defragment (hole punching) after the pass scrubs them. */
+int mvcc_seal_step(struct mvcc_txn *t, int max_records);
+/* Records the pass has still to visit (an upper bound; 0 when none is
+ * running). Any thread. */
+int64_t mvcc_seal_pending(struct mvcc *m);
+/* True when records are written sealed. Any thread. */
+int mvcc_sealed(struct mvcc *m);
 
 /* Request validation done before a request reaches the write path, as
  * etcd's v3rpc/key.go. */

@@ -120,6 +120,7 @@ static int write_alarms(struct mvcc_txn *t, struct snap_bbolt_writer *w)
 static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w,
                       const atomic_int *stop)
 {
+    struct arena a;
     MDB_cursor *c;
     MDB_val k, v;
     int rc;
@@ -128,18 +129,26 @@ static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w,
         return rc;
     if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)
         return mvcc__err(rc);
+    /* etcd's format is plaintext (it is for etcd): sealed records are
+     * decrypted, one at a time, into @a. */
+    arena_init(&a);
     rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     while (rc == 0) {
         Mvccpb__KeyValue kv;
         struct mvcc_rev prev;
         uint8_t key[ETCD_REVLEN + 1];
+        const uint8_t *pl;
+        size_t pn;
         int tomb;
+        arena_reset(&a);
         if (stop != NULL && atomic_load_explicit(stop, memory_order_relaxed)) {
             rc = -ECANCELED;
             break;
         }
         if (k.mv_size != MVCC_REVLEN ||
-            mvcc__record_decode(&v, &prev, &tomb, &kv) != 0) {
+            mvcc__record_payload(t, &k, &v, &a, &pl, &pn) != 0 ||
+            mvcc__record_decode(t, &k, &v, NULL, &prev, &tomb, NULL) != 0 ||
+            mvcc__kv_decode(pl, pn, &kv) != 0) {
             rc = CAIRN_ESTORE;
             break;
         }
@@ -156,15 +165,14 @@ static int write_keys(struct mvcc_txn *t, struct snap_bbolt_writer *w,
             cairn_free(tv);
         } else {
             /* The stored KeyValue is etcd's, field for field. */
-            rc = snap_bbolt_put(w, key, ETCD_REVLEN,
-                                (uint8_t *)v.mv_data + MVCC_RECHDR,
-                                v.mv_size - MVCC_RECHDR);
+            rc = snap_bbolt_put(w, key, ETCD_REVLEN, pl, pn);
         }
         if (rc != 0)
             break;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(c);
+    arena_free(&a);
     if (rc == MDB_NOTFOUND)
         rc = 0;
     else if (rc > 0)

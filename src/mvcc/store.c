@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "crypt/crypt.h"
 #include "mvcc/mvcc_int.h"
 
 void mvcc__put_be64(uint8_t *p, uint64_t v)
@@ -53,6 +54,9 @@ int mvcc__err(int rc)
 {
     if (rc == 0)
         return 0;
+    if (rc <= -1000 && rc > -2000)
+        return rc; /* already a cairn code (e.g. a record that fails to
+                    * decrypt, logged where it was found) */
     if (rc > 0 && rc < 1000)
         return -rc; /* errno */
     if (rc == MDB_MAP_FULL)
@@ -63,10 +67,8 @@ int mvcc__err(int rc)
 
 static int count_live(struct mvcc *m, MDB_txn *txn);
 
-/* The layout's version, so that a store written by an older cairn is
- * refused rather than misread. */
-#define MVCC_FORMAT 2
-
+/* The layout's version (mvcc_int.h), so that a store written by an older
+ * cairn is refused rather than misread. */
 static int check_format(struct mvcc *m, MDB_txn *txn)
 {
     static const char name[] = "format";
@@ -75,7 +77,8 @@ static int check_format(struct mvcc *m, MDB_txn *txn)
     uint8_t b[8];
     int rc = mdb_get(txn, m->meta, &k, &v);
     if (rc == 0) {
-        if (v.mv_size == 8 && mvcc__get_be64(v.mv_data) == MVCC_FORMAT)
+        if (v.mv_size == 8 && (mvcc__get_be64(v.mv_data) == MVCC_FORMAT ||
+                               mvcc__get_be64(v.mv_data) == MVCC_FORMAT_SEALED))
             return 0;
         log_error("mvcc: the store's format is not %d", MVCC_FORMAT);
         return MDB_INCOMPATIBLE;
@@ -122,10 +125,13 @@ int mvcc_open(const char *dir, size_t map_size, struct mvcc **out)
         (rc = mdb_dbi_open(txn, "cur", MDB_CREATE, &m->cur)) != 0 ||
         (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &m->meta)) != 0 ||
         (rc = mdb_dbi_open(txn, "lease", MDB_CREATE, &m->lease)) != 0 ||
-        (rc = mdb_dbi_open(txn, "lease_keys", MDB_CREATE, &m->lease_keys)) != 0) {
+        (rc = mdb_dbi_open(txn, "lease_keys", MDB_CREATE, &m->lease_keys)) != 0 ||
+        (rc = mdb_dbi_open(txn, "auth", MDB_CREATE, &m->auth)) != 0) {
         mdb_txn_abort(txn);
         goto err_env;
     }
+    mvcc__seal_register(m, m->lease, "lease");
+    mvcc__seal_register(m, m->auth, "auth");
     if ((rc = check_format(m, txn)) != 0 || (rc = count_live(m, txn)) != 0) {
         mdb_txn_abort(txn);
         goto err_env;
@@ -154,6 +160,7 @@ void mvcc_close(struct mvcc *m)
     if (m == NULL)
         return;
     mdb_env_close(m->env);
+    crypt_ring_free(atomic_load(&m->ring));
     cairn_free(m->path);
     cairn_free(m);
 }
@@ -198,6 +205,7 @@ void mvcc_read_end(struct mvcc_txn *t)
     mdb_txn_abort(t->txn);
     t->txn = NULL;
     t->idx_cur = NULL;
+    mvcc__txn_release(t);
 }
 
 int mvcc_write_begin(struct mvcc *m, struct mvcc_txn *t)
@@ -229,10 +237,12 @@ int mvcc_write_commit(struct mvcc_txn *t)
     if (rc != 0) {
         mdb_txn_abort(t->txn);
         t->txn = NULL;
+        mvcc__txn_release(t);
         return rc;
     }
     rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
+    mvcc__txn_release(t);
     if (rc == 0)
         atomic_fetch_add(&t->m->live_keys, t->keys_delta);
     return mvcc__err(rc);
@@ -268,6 +278,7 @@ void mvcc_write_abort(struct mvcc_txn *t)
     if (t->txn != NULL)
         mdb_txn_abort(t->txn);
     t->txn = NULL;
+    mvcc__txn_release(t);
 }
 
 int64_t mvcc_meta_get(struct mvcc_txn *t, const char *name, int64_t dflt)
@@ -297,24 +308,31 @@ static MDB_cursor *cur_cursor(struct mvcc_txn *t)
     return t->idx_cur;
 }
 
-int mvcc__record_decode(const MDB_val *v, struct mvcc_rev *prev, int *tomb,
+int mvcc__record_decode(struct mvcc_txn *t, const MDB_val *k, const MDB_val *v,
+                        struct arena *a, struct mvcc_rev *prev, int *tomb,
                         Mvccpb__KeyValue *kv)
 {
-    const uint8_t *p = v->mv_data;
+    const uint8_t *p = v->mv_data, *kvp;
+    size_t n;
+    int rc;
     if (v->mv_size < MVCC_RECHDR)
         return CAIRN_ESTORE;
     *tomb = p[0] == MVCC_TOMBSTONE;
     memset(prev, 0, sizeof *prev);
     prev->main = (int64_t)mvcc__get_be64(p + 1);
     prev->sub = (int64_t)mvcc__get_be64(p + 9);
-    return mvcc__kv_decode(p + MVCC_RECHDR, v->mv_size - MVCC_RECHDR, kv);
+    if (kv == NULL)
+        return 0;
+    if ((rc = mvcc__record_payload(t, k, v, a, &kvp, &n)) != 0)
+        return rc;
+    return mvcc__kv_decode(kvp, n, kv);
 }
 
 /* The record of revision @r: its KeyValue, its flag and the revision of the
  * key before it. MDB_NOTFOUND when compaction removed it. */
 int mvcc__record_decode_at(struct mvcc_txn *t, struct mvcc_rev r,
-                           Mvccpb__KeyValue *kv, struct mvcc_rev *prev,
-                           int *tomb)
+                           struct arena *a, Mvccpb__KeyValue *kv,
+                           struct mvcc_rev *prev, int *tomb)
 {
     uint8_t kb[MVCC_IDXLEN];
     MDB_val k = {MVCC_REVLEN, kb}, v;
@@ -322,7 +340,7 @@ int mvcc__record_decode_at(struct mvcc_txn *t, struct mvcc_rev r,
     int rc = mdb_get(t->txn, t->m->kv, &k, &v);
     if (rc != 0)
         return rc;
-    return mvcc__record_decode(&v, prev, tomb, kv);
+    return mvcc__record_decode(t, &k, &v, a, prev, tomb, kv);
 }
 
 /* From the key's entry @e, back along its history to the newest revision at
@@ -338,11 +356,17 @@ static int walk_back(struct mvcc_txn *t, struct mvcc_rev e, int64_t rev,
         Mvccpb__KeyValue kv;
         struct mvcc_rev next;
         int tomb, rc;
-        if (!have_link && (rc = mvcc__record_decode_at(t, e, &kv, &link, &tomb)) != 0)
+        if (!have_link &&
+            (rc = mvcc__record_decode_at(t, e, NULL, NULL, &link, &tomb)) != 0)
             return rc;
         if (link.main == 0)
             return MDB_NOTFOUND; /* the key did not exist yet */
-        if ((rc = mvcc__record_decode_at(t, link, &kv, &next, &tomb)) != 0)
+        /* Only the numbers are kept: a sealed record's plaintext can go
+         * to scratch. */
+        struct arena *s = t->m->ring != NULL ? mvcc__txn_scratch(t) : NULL;
+        if (s != NULL)
+            arena_reset(s);
+        if ((rc = mvcc__record_decode_at(t, link, s, &kv, &next, &tomb)) != 0)
             return rc;
         e.main = link.main;
         e.sub = link.sub;
@@ -420,16 +444,18 @@ int mvcc__index_visit(struct mvcc_txn *t, const uint8_t *key, size_t klen,
 }
 
 int mvcc__record_get(struct mvcc_txn *t, struct mvcc_rev rev,
-                     Mvccpb__KeyValue *kv)
+                     struct arena *a, Mvccpb__KeyValue *kv)
 {
     struct mvcc_rev prev;
     int tomb;
-    int rc = mvcc__record_decode_at(t, rev, kv, &prev, &tomb);
-    if (rc != 0) {
+    int rc = mvcc__record_decode_at(t, rev, a, kv, &prev, &tomb);
+    if (rc == MDB_NOTFOUND) {
         log_error("mvcc: missing record main=%lld sub=%lld",
                   (long long)rev.main, (long long)rev.sub);
-        return rc == MDB_NOTFOUND ? CAIRN_ESTORE : mvcc__err(rc);
+        return CAIRN_ESTORE;
     }
+    if (rc != 0)
+        return mvcc__err(rc);
     return 0;
 }
 
@@ -462,8 +488,8 @@ int mvcc__record_put(struct mvcc_txn *t, const Mvccpb__KeyValue *kv,
     mvcc__rev_encode(ib, r);
     k.mv_size = MVCC_REVLEN;
     k.mv_data = ib;
-    v.mv_size = n + MVCC_RECHDR;
-    v.mv_data = rec;
+    if ((rc = mvcc__record_seal(t, ib, rec, n + MVCC_RECHDR, a, &v)) != 0)
+        return rc;
     /* Revisions only grow, so records append at the end of the B-tree. */
     rc = mdb_put(t->txn, t->m->kv, &k, &v, MDB_APPEND);
     if (rc != 0)
@@ -503,7 +529,7 @@ int mvcc_events(struct mvcc_txn *t, int64_t from, int64_t to, mvcc_event_fn fn,
             break;
         struct mvcc_rev prev;
         int tomb;
-        if ((rc = mvcc__record_decode(&v, &prev, &tomb, &kv)) != 0)
+        if ((rc = mvcc__record_decode(t, &k, &v, NULL, &prev, &tomb, &kv)) != 0)
             break;
         rc = fn(ud, tomb, &kv);
         if (rc != 0)
@@ -527,5 +553,5 @@ int mvcc_get_at(struct mvcc_txn *t, const uint8_t *key, size_t klen,
         return 1;
     if (rc != 0)
         return mvcc__err(rc);
-    return mvcc__record_get(t, r, kv);
+    return mvcc__record_get(t, r, NULL, kv);
 }

@@ -71,6 +71,7 @@ static const struct flag flags[] = {
     {"listen-metrics-urls", K_STR, F(listen_metrics_urls), NULL, "List of additional URLs to serve /metrics and /health.", Y_AUTO},
     {"auto-compaction-mode", K_STR, F(auto_compaction_mode), "periodic", "Interpret 'auto-compaction-retention' as 'periodic' (duration) or 'revision'.", Y_AUTO},
     {"auto-compaction-retention", K_STR, F(auto_compaction_retention), "0", "Auto compaction retention (0 = off): hours or a duration for periodic, a count for revision.", Y_AUTO},
+    {"experimental-encryption-key-file", K_STR, F(encryption_key_file), NULL, "File of named 256-bit keys (name:base64key per line, the first for new writes; mode 600): encrypts values, leases and auth records at rest (cairn only; SIGHUP rereads it).", Y_AUTO},
     {"log-level", K_STR, F(log_level), "info", "Log level: debug, info, warn, error, panic, or fatal.", Y_AUTO},
     {"version", K_BOOL, F(show_version), NULL, "Print the version and exit.", Y_NONE},
     {"help", K_BOOL, F(show_help), NULL, "Show this help and exit.", Y_NONE},

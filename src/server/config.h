@@ -36,6 +36,7 @@ struct config {
     const char *auto_compaction_mode;      /* "periodic" or "revision" */
     const char *auto_compaction_retention; /* etcd's syntax; "0" = off */
     const char *config_file;               /* --config-file */
+    const char *encryption_key_file;       /* NULL = records stored plain */
     int64_t max_request_bytes;
     int64_t max_txn_ops;
     int64_t quota_backend_bytes;

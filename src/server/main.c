@@ -15,6 +15,7 @@
 #include "net/net.h"
 #include "rpc/rpc.h"
 #include "server/compactor.h"
+#include "server/encryption.h"
 #include "server/notify.h"
 #include "server/startup.h"
 #include "server/server.h"
@@ -161,6 +162,7 @@ static void on_net_closed(void)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&trim_timer, NULL);
+    server_encryption_stop();
     uv_stop(srv->loop);
 }
 
@@ -265,6 +267,8 @@ int main(int argc, char **argv)
         log_error("server: cannot write to data dir: %s", cairn_err_msg(rc));
         return 1;
     }
+    if (server_encryption_open(&server) != 0)
+        return 1;
     startup_log_opened(&server, member_initialized, startup_now_ns() - t0);
     struct apply_header hdr = {server.cluster_id, server.member_id,
                                server.raft_term};
@@ -332,6 +336,7 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_init(server.loop, &sig_int);
     uv_signal_start(&sig_int, on_signal, SIGINT);
+    server_encryption_watch(&server);
     startup_log_serving(&server);
     startup_ready_soon(server.loop, member_initialized);
     uv_run(server.loop, UV_RUN_DEFAULT);

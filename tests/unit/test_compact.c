@@ -173,7 +173,7 @@ static char *idx_dump(struct fx *f)
         struct mvcc_rev prev;
         int tomb;
         Mvccpb__KeyValue kv;
-        assert_int_equal(mvcc__record_decode(&v, &prev, &tomb, &kv), 0);
+        assert_int_equal(mvcc__record_decode(&t, &k, &v, &f->a, &prev, &tomb, &kv), 0);
         if (n == rcap) {
             rcap *= 2;
             recs = realloc(recs, rcap * sizeof *recs);

@@ -247,8 +247,10 @@ static void test_env(void **state)
     setenv("ETCD_MAX_TXN_OPS", "7", 1);
     setenv("ETCD_INITIAL_CLUSTER_TOKEN", "envtok", 1);
     setenv("ETCD_LISTEN_CLIENT_URLS", "http://127.0.0.1:12379", 1);
+    setenv("ETCD_EXPERIMENTAL_ENCRYPTION_KEY_FILE", "/env/keys", 1);
     p = PARSE0();
     assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.encryption_key_file, "/env/keys");
     assert_string_equal(p->c.name, "envname");
     assert_string_equal(p->c.data_dir, "envname.etcd");
     assert_string_equal(p->c.initial_cluster, "envname=http://localhost:2380");

@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "core/mem.h"
+#include "net/tls.h"
 
 enum kind {
     K_STR,
@@ -87,13 +88,18 @@ static const struct flag flags[] = {
     {"cors", K_IGNORED, 0, NULL, NULL, Y_AUTO},
     {"host-whitelist", K_IGNORED, 0, NULL, NULL, Y_AUTO},
     {"discovery-fallback", K_IGNORED, 0, NULL, NULL, Y_NONE},
+    /* client TLS (net/tls.h); in a config file these live under
+     * client-transport-security */
+    {"cert-file", K_STR, F(cert_file), NULL, "Path to the client server TLS cert file.", Y_NONE},
+    {"key-file", K_STR, F(key_file), NULL, "Path to the client server TLS key file.", Y_NONE},
+    {"trusted-ca-file", K_STR, F(trusted_ca_file), NULL, "Path to the client server TLS trusted CA cert file (client certificates are then required).", Y_NONE},
+    {"client-cert-auth", K_BOOL, F(client_cert_auth), NULL, "Enable client cert authentication.", Y_NONE},
+    {"client-crl-file", K_STR, F(client_crl_file), NULL, "Path to the client certificate revocation list file.", Y_NONE},
+    {"auto-tls", K_BOOL, F(auto_tls), NULL, "Client TLS using generated certificates.", Y_NONE},
+    {"cipher-suites", K_STR, F(cipher_suites), NULL, "Comma-separated list of supported TLS cipher suites (Go's names; empty = OpenSSL's defaults).", Y_STRINGS},
+    {"tls-min-version", K_STR, F(tls_min_version), NULL, "Minimum TLS version: TLS1.2 or TLS1.3 (default TLS1.2).", Y_AUTO},
+    {"tls-max-version", K_STR, F(tls_max_version), NULL, "Maximum TLS version: TLS1.2 or TLS1.3 (default: the highest).", Y_AUTO},
     /* not built yet: starting without them would silently differ */
-    {"cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
-    {"client-crl-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
     {"peer-cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
     {"peer-key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
     {"peer-trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
@@ -678,6 +684,11 @@ static int finish(struct config *c, const unsigned char *seen)
                 c->initial_cluster_state);
         return 2;
     }
+    /* etcd 3.5's Config.Validate: "failed to verify flags" */
+    char terr[256];
+    if (net_tls_check(c->cipher_suites, c->tls_min_version, c->tls_max_version,
+                      terr, sizeof terr) != 0)
+        return verr(c, "%s", terr);
     if (c->max_request_bytes <= 0 || c->max_txn_ops <= 0) {
         if (c->from_file)
             return verr(c, "max-request-bytes and max-txn-ops must be positive");

@@ -18,6 +18,7 @@
 #include "server/notify.h"
 #include "server/startup.h"
 #include "server/server.h"
+#include "server/tls_flags.h"
 #include "snap/cli.h"
 #include "watch/watch.h"
 
@@ -300,6 +301,8 @@ int main(int argc, char **argv)
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;
     nopts.max_streams = 1u << 20;
+    if (server_tls_start(&server) != 0)
+        return 1;
     char *lcu = cairn_strdup(server.cfg.listen_client_urls);
     n = config_split(lcu, urls, CONFIG_MAX_URLS);
     for (int i = 0; i < n; i++) {

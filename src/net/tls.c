@@ -84,6 +84,9 @@ static struct {
 } tls;
 
 static int crl_idx = -1; /* SSL_CTX ex_data: the X509_CRL of that context */
+/* etcd's text for the last revoked certificate seen (loop thread: the
+ * refusal is logged in the same read callback that verified). */
+static char revoked_msg[128];
 
 static int parse_version(const char *s, int *v, char *err, size_t errlen)
 {
@@ -298,6 +301,13 @@ static int verify_cb(int ok, X509_STORE_CTX *x)
     X509_REVOKED *rev;
     if (crl != NULL && cert != NULL &&
         X509_CRL_get0_by_serial(crl, &rev, X509_get0_serialNumber(cert)) == 1) {
+        const ASN1_INTEGER *s = X509_get0_serialNumber(cert);
+        int o = snprintf(revoked_msg, sizeof revoked_msg,
+                         "transport: certificate serial ");
+        for (int i = 0; i < s->length && o < (int)sizeof revoked_msg - 12; i++)
+            o += snprintf(revoked_msg + o, sizeof revoked_msg - (size_t)o,
+                          "%02x", s->data[i]);
+        snprintf(revoked_msg + o, sizeof revoked_msg - (size_t)o, " revoked");
         X509_STORE_CTX_set_error(x, X509_V_ERR_CERT_REVOKED);
         return 0;
     }
@@ -534,14 +544,9 @@ static const char *refusal(SSL *ssl, char *buf, size_t len)
     long v = SSL_get_verify_result(ssl);
     X509 *peer = SSL_get0_peer_certificate(ssl);
     unsigned long e = ERR_peek_last_error();
-    if (v == X509_V_ERR_CERT_REVOKED && peer != NULL) {
-        const ASN1_INTEGER *s = X509_get0_serialNumber(peer);
-        int o = snprintf(buf, len, "transport: certificate serial ");
-        for (int i = 0; i < s->length && o < (int)len - 3; i++)
-            o += snprintf(buf + o, len - (size_t)o, "%02x", s->data[i]);
-        snprintf(buf + o, len - (size_t)o, " revoked");
-        return buf;
-    }
+    (void)peer;
+    if (v == X509_V_ERR_CERT_REVOKED)
+        return revoked_msg;
     if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID)
         return "tls: failed to verify client certificate: x509: certificate "
                "has expired or is not yet valid";

@@ -21,11 +21,18 @@ struct net_tls_opts {
     const char *max_version;     /* NULL/"" = the highest (TLS1.3) */
 };
 
-/* Checks --cipher-suites and --tls-min/max-version as etcd 3.5's
- * Config.Validate and updateCipherSuites do; @err gets etcd's message.
+/* Checks --tls-min/max-version (and cipher suites with TLS 1.3 only) as
+ * etcd 3.5's Config.Validate does; @err gets etcd's message. Cipher names
+ * are checked by net_tls_start (etcd checks them when it listens).
  * Errors: -EINVAL. */
 int net_tls_check(const char *cipher_suites, const char *min_version,
                   const char *max_version, char *err, size_t errlen);
+
+/* Internal to net/ (tls_names.c): "TLS1.2"/"TLS1.3"/empty -> OpenSSL's
+ * version (0 = default); Go's suite names -> an OpenSSL cipher list. */
+int net__tls_version(const char *s, int *v, char *err, size_t errlen);
+int net__tls_ciphers(const char *list, char *out, size_t outlen, char *err,
+                     size_t errlen);
 
 /* etcd's --auto-tls (transport.SelfCert): a self-signed ECDSA P-521
  * certificate for the hosts of @urls (comma-separated listen URLs), valid

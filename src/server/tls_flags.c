@@ -54,6 +54,10 @@ int server_tls_start(struct server *s)
                              c->tls_max_version};
     int empty = !set(c->cert_file) && !set(c->key_file);
 
+    /* etcd's updateCipherSuites runs first, https or not */
+    if (net__tls_ciphers(c->cipher_suites, url, sizeof url, err, sizeof err) != 0)
+        return fail_start(err);
+
     if (c->auto_tls && !empty) {
         log_warn("ignoring client auto TLS since certs given");
     } else if (c->auto_tls) {

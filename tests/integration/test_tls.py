@@ -270,6 +270,18 @@ def test_client_refused(server_factory, pki, binary, client):
         assert '"msg":"rejected connection"' in s.log_tail(200)
 
 
+def test_peer_cn_and_alpn(server_factory, pki):
+    # conn->peer_cn (etcd's CN-as-user) is the verified certificate's CN
+    s = start_tls(server_factory, pki, extra=["--log-level", "debug"])
+    assert etcdctl(s.url, "put", "k", "v", pki=pki).returncode == 0
+    for _ in range(50):
+        if '"peer-cn":"alice"' in s.log_tail(300):
+            break
+        time.sleep(0.1)
+    lines = [l for l in s.log_tail(300).splitlines() if '"peer-cn":"alice"' in l]
+    assert lines and '"alpn":"h2"' in lines[-1], s.log_tail(30)
+
+
 def test_tls_min_version(server_factory, pki):
     s = start_tls(server_factory, pki, extra=["--tls-min-version", "TLS1.3"])
     with pytest.raises(ssl.SSLError):
@@ -471,31 +483,35 @@ def run_to_exit(binary, args, scheme="https"):
 
 
 FLAG_ERRORS = [
-    ([], "TLS key/cert (--cert-file, --key-file) must be provided for client "
-         "url https://127.0.0.1:PORT with HTTPS scheme"),
-    (["--cert-file", "@server.crt"],
+    ([], "discovery failed",
+     "TLS key/cert (--cert-file, --key-file) must be provided for client "
+     "url https://127.0.0.1:PORT with HTTPS scheme"),
+    (["--cert-file", "@server.crt"], "listener failed",
      "KeyFile and CertFile must both be present[key: , cert: @server.crt]"),
     (["--cert-file", "@server.crt", "--key-file", "@nonexistent.key"],
-     "open @nonexistent.key: no such file or directory"),
+     "listener failed", "open @nonexistent.key: no such file or directory"),
     (["--cert-file", "@server.crt", "--key-file", "@other.key"],
-     "tls: private key does not match public key"),
+     "listener failed", "tls: private key does not match public key"),
     (["--cert-file", "@server.crt", "--key-file", "@server.key",
-      "--cipher-suites", "FOO"], 'unexpected TLS cipher suite \\"FOO\\"'),
+      "--cipher-suites", "FOO"], "discovery failed",
+     'unexpected TLS cipher suite \\"FOO\\"'),
 ]
 
 
 @pytest.mark.parametrize("binary", [pytest.param("cairn", id="cairn"),
                                     pytest.param(ETCD_BIN, id="etcd")])
-@pytest.mark.parametrize("args,error", FLAG_ERRORS,
+@pytest.mark.parametrize("args,msg,error", FLAG_ERRORS,
                          ids=["no-cert", "no-key", "missing-key", "wrong-key",
                               "cipher"])
-def test_flag_errors_as_etcd(pki, binary, args, error):
+def test_flag_errors_as_etcd(pki, binary, args, msg, error):
     binary = binary_under_test() if binary == "cairn" else binary
     args = [a.replace("@", pki.root + "/") for a in args]
     error = error.replace("@", pki.root + "/")
     rc, out, port = run_to_exit(binary, args)
     assert rc == 1, out
-    assert error.replace("PORT", str(port)) in out, out
+    line = [l for l in out.splitlines() if error.replace("PORT", str(port)) in l]
+    assert line, out
+    assert '"msg":"%s"' % msg in line[-1], out
 
 
 @pytest.mark.parametrize("args,error", [

@@ -480,6 +480,44 @@ static int security_set(yaml_document_t *d, yaml_node_t *m)
     return 0;
 }
 
+/* etcd 3.4's securityConfig keys, stored through the client TLS flags. */
+static int client_security(struct config *c, yaml_document_t *d, yaml_node_t *m)
+{
+    static const char *const keys[] = {"cert-file", "key-file", "trusted-ca-file",
+                                       "client-cert-auth", "auto-tls"};
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start;
+         p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(d, p->key);
+        yaml_node_t *v = yaml_document_get_node(d, p->value);
+        char num[64], field[96];
+        int b = 0, i;
+        if (k == NULL || k->type != YAML_SCALAR_NODE)
+            continue;
+        for (i = 0; i < 5; i++)
+            if (strcmp((const char *)k->data.scalar.value, keys[i]) == 0)
+                break;
+        if (i == 5)
+            continue; /* unknown keys are ignored, as encoding/json does */
+        const struct flag *f = find(keys[i], strlen(keys[i]));
+        enum jt t = resolve(v, num, sizeof num, &b);
+        snprintf(field, sizeof field, "client-transport-security.%s", keys[i]);
+        if (t == J_NULL)
+            continue;
+        if (t != (f->kind == K_BOOL ? J_BOOL : J_STR))
+            return verr(c, "error unmarshaling JSON: while decoding JSON: json: "
+                           "cannot unmarshal %s into Go struct field "
+                           "securityConfig.%s of type %s", jt_name[t], field,
+                        f->kind == K_BOOL ? "bool" : "string");
+        const char *val = f->kind == K_BOOL
+                              ? (b ? "true" : "false")
+                              : own(c, (const char *)v->data.scalar.value,
+                                    v->data.scalar.length);
+        if (set(c, f, val, "") != 0)
+            return verr(c, "%s: invalid value %s", field, val);
+    }
+    return 0;
+}
+
 /* One key of the file: check the type as encoding/json would, then store
  * through the flag table. */
 static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
@@ -497,6 +535,8 @@ static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
     case Y_SECURITY:
         if (t != J_OBJ)
             return type_err(c, jt_name[t], f->name, gotype(f));
+        if (strcmp(f->name, "client-transport-security") == 0)
+            return client_security(c, d, v);
         if (security_set(d, v))
             return verr(c, "%s: TLS is not supported yet; cairn refuses to "
                            "start without it", f->name);

@@ -671,10 +671,32 @@ static void test_config_file_types(void **state)
     assert_int_equal(p->c.quota_backend_bytes, -1);
     done(p);
     /* features not built refuse to start, as their flags do */
-    struct parsed *q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"));
+    struct parsed *q = PARSE(cf_arg("peer-transport-security:\n  cert-file: /x.pem\n"));
     unlink(cf_path);
     assert_int_equal(q->rc, 3);
-    assert_non_null(strstr(q->c.error, "client-transport-security"));
+    assert_non_null(strstr(q->c.error, "peer-transport-security"));
+    done(q);
+    /* client TLS in the file: etcd 3.4's securityConfig keys */
+    q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"
+                     "  key-file: /k.pem\n  trusted-ca-file: /ca.pem\n"
+                     "  client-cert-auth: true\n  auto-tls: false\n"
+                     "  crl-file: ignored\n"
+                     "cipher-suites: [TLS_RSA_WITH_AES_128_GCM_SHA256]\n"
+                     "tls-min-version: TLS1.2\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 0);
+    assert_string_equal(q->c.cert_file, "/x.pem");
+    assert_string_equal(q->c.key_file, "/k.pem");
+    assert_string_equal(q->c.trusted_ca_file, "/ca.pem");
+    assert_int_equal(q->c.client_cert_auth, 1);
+    assert_string_equal(q->c.cipher_suites, "TLS_RSA_WITH_AES_128_GCM_SHA256");
+    assert_string_equal(q->c.tls_min_version, "TLS1.2");
+    done(q);
+    q = PARSE(cf_arg("client-transport-security:\n  client-cert-auth: 1\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 3);
+    assert_string_equal(q->c.error, JSONERR "number into Go struct field "
+                        "securityConfig.client-transport-security.client-cert-auth of type bool");
     done(q);
     q = PARSE(cf_arg("force-new-cluster: true\n"));
     unlink(cf_path);

@@ -227,6 +227,14 @@ def test_python_grpc_ssl_credentials(server_factory, pki):
     kv.Put(rpc_pb2.PutRequest(key=b"a", value=b"b"), timeout=10)
     r = kv.Range(rpc_pb2.RangeRequest(key=b"a"), timeout=10)
     assert [(x.key, x.value) for x in r.kvs] == [(b"a", b"b")]
+    # large messages both ways: many TLS records per write batch
+    # (2 values: python grpc's default receive limit is 4 MiB)
+    big = [bytes([65 + i]) * (1400 * 1024) for i in range(2)]
+    for i, v in enumerate(big):
+        kv.Put(rpc_pb2.PutRequest(key=b"big/%d" % i, value=v), timeout=30)
+    r = kv.Range(rpc_pb2.RangeRequest(key=b"big/", range_end=b"big0"),
+                 timeout=60)
+    assert [x.value for x in r.kvs] == big
     # without a client certificate: refused in the handshake
     ch = grpc.secure_channel(s.endpoint, grpc.ssl_channel_credentials(
         pki.read("ca.crt")))

@@ -23,7 +23,7 @@ struct conn {
     int dirty, closing, goaway_sent;
     char *peer_cn;             /* verified client certificate's CN (TLS) */
     struct ssl_st *ssl;        /* TLS: NULL on plaintext connections */
-    int tls_up, tls_logged_late;
+    int tls_up;                /* handshake done */
     struct conn *next, *prev;        /* all connections */
     struct conn *dirty_next;         /* flush list */
 };

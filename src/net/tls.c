@@ -437,9 +437,7 @@ static void drain(struct conn *c)
 static const char *refusal(SSL *ssl, char *buf, size_t len)
 {
     long v = SSL_get_verify_result(ssl);
-    X509 *peer = SSL_get0_peer_certificate(ssl);
     unsigned long e = ERR_peek_last_error();
-    (void)peer;
     if (v == X509_V_ERR_CERT_REVOKED)
         return revoked_msg;
     if (v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID)
@@ -550,13 +548,9 @@ int net__tls_recv(struct conn *c, const uint8_t *p, size_t n)
             drain(c);
             if (e == SSL_ERROR_WANT_READ)
                 return 0;
-            if (e == SSL_ERROR_SSL && !c->tls_logged_late) {
-                /* TLS 1.3 verifies the client after the handshake is done
-                 * on our side: the refusal shows here. */
-                if (SSL_get_verify_result(c->ssl) != X509_V_OK)
-                    log_rejected(c);
-                c->tls_logged_late = 1;
-                return 1;
+            if (e == SSL_ERROR_SSL) {
+                ERR_clear_error();
+                return 1; /* a fatal alert is queued: send it, then close */
             }
             ERR_clear_error();
             return -1; /* close_notify or a broken stream */

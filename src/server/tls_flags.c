@@ -37,6 +37,27 @@ static const char *url_host(const char *url)
     return h ? h + 3 : url;
 }
 
+/* etcd's warnings for http:// client URLs when TLS flags are set. */
+static void warn_http_urls(const char *list, int certs, int cert_auth)
+{
+    char url[512];
+    for (const char *p = list; p != NULL && *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        snprintf(url, sizeof url, "%.*s", (int)n, p);
+        if (strncmp(url, "http://", 7) == 0) {
+            if (certs)
+                log_warnw("scheme is HTTP while key and cert files are present; "
+                          "ignoring key and cert files", LOG_STR("client-url", url));
+            if (cert_auth)
+                log_warnw("scheme is HTTP while --client-cert-auth is enabled; "
+                          "ignoring client cert auth for this URL",
+                          LOG_STR("client-url", url));
+        }
+        p = e ? e + 1 : NULL;
+    }
+}
+
 static int fail_start(const char *err)
 {
     log_warnw("failed to start etcd", LOG_STR("error", err));
@@ -77,6 +98,7 @@ int server_tls_start(struct server *s)
         o.max_version = c->tls_max_version;
         empty = 0;
     }
+    warn_http_urls(c->listen_client_urls, !empty, o.client_cert_auth);
     if (empty && first_https(c->listen_client_urls, url, sizeof url)) {
         snprintf(err, sizeof err, "TLS key/cert (--cert-file, --key-file) must be "
                  "provided for client url %s with HTTPS scheme", url);

@@ -430,6 +430,27 @@ def test_rotation_under_live_connections(server_factory, pki, tmp_path):
         old.close()
 
 
+def test_rotation_of_trusted_ca(server_factory, pki, tmp_path):
+    shutil.copy(pki.path("ca.crt"), tmp_path / "ca.crt")
+    s = server_factory(scheme="https", tls_creds=lambda _: pki.creds(),
+                       extra_args=[
+                           "--cert-file", pki.path("server.crt"),
+                           "--key-file", pki.path("server.key"),
+                           "--trusted-ca-file", str(tmp_path / "ca.crt"),
+                           "--client-cert-auth"])
+    assert etcdctl(s.url, "put", "k", "v", pki=pki, client="other").returncode != 0
+    with open(tmp_path / "both.crt", "wb") as f:
+        f.write(pki.read("ca.crt") + pki.read("ca2.crt"))
+    os.rename(tmp_path / "both.crt", tmp_path / "ca.crt")
+    for _ in range(100):
+        if "reloaded client TLS files" in s.log_tail(100):
+            break
+        time.sleep(0.1)
+    r = etcdctl(s.url, "put", "k", "v", pki=pki, client="other")
+    assert r.returncode == 0, r.stderr
+    assert etcdctl(s.url, "get", "k", pki=pki).stdout.split() == ["k", "v"]
+
+
 # --------------------------------------------------------------------------
 # --auto-tls
 # --------------------------------------------------------------------------

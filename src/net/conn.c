@@ -38,6 +38,7 @@ struct write_req {
 static void write_batch(struct conn *c, struct write_req *w);
 
 static struct listener *listeners;
+static struct listener *stopped_listeners; /* after net_shutdown */
 static struct conn *conns;
 static int nconns;
 static struct conn *dirty_head;
@@ -481,8 +482,12 @@ void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
     shutting_down = 1;
     shutdown_done = done;
     net_tls_stop(); /* connections keep their contexts */
+    /* Listeners stop accepting but stay allocated: the connections still
+     * open read their options (c->opts) until they close, and the process
+     * ends after shutdown. */
     for (struct listener *l = listeners; l != NULL; l = l->next)
-        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+    stopped_listeners = listeners;
     listeners = NULL;
     for (struct conn *c = conns; c != NULL; c = c->next) {
         if (c->mode != CONN_H2) {

@@ -38,7 +38,6 @@ struct write_req {
 static void write_batch(struct conn *c, struct write_req *w);
 
 static struct listener *listeners;
-static struct listener *stopped_listeners; /* after net_shutdown */
 static struct conn *conns;
 static int nconns;
 static struct conn *dirty_head;
@@ -348,7 +347,10 @@ static void on_connection(uv_stream_t *server, int status)
     struct conn *c = cairn_calloc(1, sizeof *c);
     uv_tcp_init(server->loop, &c->tcp);
     c->tcp.data = c;
-    c->opts = &l->opts;
+    /* A copy: listeners are freed at shutdown while connections live on
+     * through the grace period. */
+    c->opts_copy = l->opts;
+    c->opts = &c->opts_copy;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)cairn_free);
         return;
@@ -482,12 +484,8 @@ void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
     shutting_down = 1;
     shutdown_done = done;
     net_tls_stop(); /* connections keep their contexts */
-    /* Listeners stop accepting but stay allocated: the connections still
-     * open read their options (c->opts) until they close, and the process
-     * ends after shutdown. */
     for (struct listener *l = listeners; l != NULL; l = l->next)
-        uv_close((uv_handle_t *)&l->tcp, NULL);
-    stopped_listeners = listeners;
+        uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
     listeners = NULL;
     for (struct conn *c = conns; c != NULL; c = c->next) {
         if (c->mode != CONN_H2) {

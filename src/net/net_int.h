@@ -14,7 +14,8 @@ struct conn {
     uv_tcp_t tcp;
     enum conn_mode mode;
     nghttp2_session *h2;
-    const struct net_opts *opts;
+    const struct net_opts *opts;    /* = &opts_copy */
+    struct net_opts opts_copy;
     struct buf rbuf;           /* sniffing and HTTP/1.1 request bytes */
     struct grpc_call *calls;   /* open streams */
     size_t write_pending;      /* bytes handed to uv_write, not yet done */

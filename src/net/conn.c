@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "net/net_int.h"
+#include "net/tls.h"
 
 #define READ_CHUNK 65536
 #define WRITE_BATCH (256 * 1024)
@@ -23,6 +24,7 @@ static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct listener {
     uv_tcp_t tcp;
     struct net_opts opts;
+    char addr[280];            /* host:port as the URL names it */
     struct listener *next;
 };
 
@@ -32,6 +34,8 @@ struct write_req {
     size_t len, cap;
     uint8_t data[];
 };
+
+static void write_batch(struct conn *c, struct write_req *w);
 
 static struct listener *listeners;
 static struct conn *conns;
@@ -103,6 +107,51 @@ void net__out_submit(struct conn *c)
         cairn_free(w);
         return;
     }
+    if (c->ssl != NULL) {
+        /* The batch becomes TLS records (net__raw_write). */
+        int rc = net__tls_write(c, w->data, w->len);
+        cairn_free(w);
+        if (rc != 0)
+            net__conn_close(c);
+        return;
+    }
+    write_batch(c, w);
+}
+
+void net__raw_write(struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->closing || n == 0)
+        return;
+    struct write_req *w = cairn_malloc(sizeof *w + n);
+    w->conn = c;
+    w->len = w->cap = n;
+    memcpy(w->data, p, n);
+    write_batch(c, w);
+}
+
+static void on_end_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    cairn_free(req);
+    net__conn_close(c);
+}
+
+void net__conn_end(struct conn *c)
+{
+    if (c->closing)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_shutdown_t *req = cairn_malloc(sizeof *req);
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_end_shutdown) != 0) {
+        cairn_free(req);
+        net__conn_close(c);
+    }
+}
+
+static void write_batch(struct conn *c, struct write_req *w)
+{
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
     c->write_pending += w->len;
     if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
@@ -169,6 +218,8 @@ static void on_conn_closed(uv_handle_t *h)
         nghttp2_session_del(c->h2);
     }
     buf_free(&c->rbuf);
+    if (c->ssl != NULL)
+        net__tls_free(c);
     cairn_free(c->peer_cn);
     if (c->prev)
         c->prev->next = c->next;
@@ -227,29 +278,65 @@ static void sniff(struct conn *c)
     net__http1_recv(c);
 }
 
+void net__conn_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    switch (c->mode) {
+    case CONN_H2:
+        if (net__h2_recv(c, p, n) != 0)
+            net__conn_close(c);
+        break;
+    case CONN_SNIFF:
+        buf_append(&c->rbuf, p, n);
+        sniff(c);
+        break;
+    case CONN_HTTP1:
+        buf_append(&c->rbuf, p, n);
+        net__http1_recv(c);
+        break;
+    }
+}
+
+static void tls_input(struct conn *c, const uint8_t *p, size_t n)
+{
+    int rc = net__tls_recv(c, p, n);
+    if (rc > 0)
+        net__conn_end(c);
+    else if (rc < 0)
+        net__conn_close(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
+    const uint8_t *p = (const uint8_t *)b->base;
     if (n < 0) {
         net__conn_close(c);
         return;
     }
     if (n == 0 || c->closing)
         return;
-    switch (c->mode) {
-    case CONN_H2:
-        if (net__h2_recv(c, (uint8_t *)b->base, (size_t)n) != 0)
-            net__conn_close(c);
-        break;
-    case CONN_SNIFF:
-        buf_append(&c->rbuf, b->base, (size_t)n);
-        sniff(c);
-        break;
-    case CONN_HTTP1:
-        buf_append(&c->rbuf, b->base, (size_t)n);
-        net__http1_recv(c);
-        break;
+    if (c->ssl != NULL) {
+        tls_input(c, p, (size_t)n);
+        return;
     }
+    /* The first byte tells a TLS ClientHello (a handshake record, 0x16)
+     * from plaintext, so one port can serve http and https URLs as etcd
+     * does; the wrong kind for the listener is refused at once. */
+    if (c->mode == CONN_SNIFF && c->rbuf.len == 0) {
+        int hello = p[0] == 0x16;
+        if (hello && c->opts->tls) {
+            if (net__tls_accept(c) != 0)
+                net__conn_close(c);
+            else
+                tls_input(c, p, (size_t)n);
+            return;
+        }
+        if (hello || !c->opts->plain) {
+            net__conn_close(c);
+            return;
+        }
+    }
+    net__conn_input(c, p, (size_t)n);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -260,7 +347,10 @@ static void on_connection(uv_stream_t *server, int status)
     struct conn *c = cairn_calloc(1, sizeof *c);
     uv_tcp_init(server->loop, &c->tcp);
     c->tcp.data = c;
-    c->opts = &l->opts;
+    /* A copy: listeners are freed at shutdown while connections live on
+     * through the grace period. */
+    c->opts_copy = l->opts;
+    c->opts = &c->opts_copy;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)cairn_free);
         return;
@@ -278,13 +368,17 @@ static void on_connection(uv_stream_t *server, int status)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
-/* http://host:port with host a name, IPv4 or [IPv6]. */
-static int parse_url(const char *url, char *host, size_t hlen, int *port)
+/* http(s)://host:port with host a name, IPv4 or [IPv6]. */
+static int parse_url(const char *url, char *host, size_t hlen, int *port,
+                     int *secure)
 {
     const char *p;
+    *secure = strncmp(url, "https://", 8) == 0;
     if (strncmp(url, "http://", 7) == 0)
         p = url + 7;
-    else if (strncmp(url, "https://", 8) == 0 || strncmp(url, "unixs://", 8) == 0)
+    else if (*secure)
+        p = url + 8;
+    else if (strncmp(url, "unixs://", 8) == 0)
         return -EPROTONOSUPPORT;
     else
         return -EINVAL;
@@ -315,12 +409,24 @@ static int parse_url(const char *url, char *host, size_t hlen, int *port)
 
 int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o)
 {
-    char host[256];
-    int port, rc;
+    char host[256], addr[280];
+    int port, rc, secure, merged = 0;
     struct addrinfo hints, *res, *ai;
 
-    if ((rc = parse_url(url, host, sizeof host, &port)) != 0)
+    if ((rc = parse_url(url, host, sizeof host, &port, &secure)) != 0)
         return rc;
+    if (secure && !net_tls_enabled())
+        return -EPROTONOSUPPORT;
+    /* http and https URLs naming one address share its listener, as
+     * etcd's serveCtx does (secure || insecure). */
+    snprintf(addr, sizeof addr, "%s:%d", host, port);
+    for (struct listener *l = listeners; l != NULL; l = l->next)
+        if (l->opts.metrics_only == o->metrics_only && strcmp(l->addr, addr) == 0) {
+            *(secure ? &l->opts.tls : &l->opts.plain) = 1;
+            merged = 1;
+        }
+    if (merged)
+        return 0;
     if (!flush_check_started) {
         uv_check_init(loop, &flush_check);
         uv_check_start(&flush_check, on_check);
@@ -341,6 +447,9 @@ int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o)
     for (ai = res; ai != NULL; ai = ai->ai_next) {
         struct listener *l = cairn_calloc(1, sizeof *l);
         l->opts = *o;
+        l->opts.tls = secure;
+        l->opts.plain = !secure;
+        snprintf(l->addr, sizeof l->addr, "%s", addr);
         uv_tcp_init(loop, &l->tcp);
         l->tcp.data = l;
         rc = uv_tcp_bind(&l->tcp, ai->ai_addr,
@@ -374,6 +483,7 @@ void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
 {
     shutting_down = 1;
     shutdown_done = done;
+    net_tls_stop(); /* connections keep their contexts */
     for (struct listener *l = listeners; l != NULL; l = l->next)
         uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
     listeners = NULL;

@@ -40,7 +40,8 @@ static void reply(struct conn *c, struct http_reply *r)
     net__conn_write(c, (uint8_t *)head, (size_t)n);
     net__conn_write(c, r->body.data, r->body.len);
     buf_free(&r->body);
-    /* Close once the queued writes are out. */
+    /* Close once the queued writes are out (after TLS's close_notify). */
+    net__tls_close_notify(c);
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_shutdown_t *req = cairn_malloc(sizeof *req);
     req->data = c;

@@ -106,11 +106,15 @@ struct net_opts {
     size_t max_recv_bytes; /* gRPC receive limit: max-request-bytes + 512 KiB */
     uint32_t max_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS */
     int metrics_only;      /* --listen-metrics-urls: HTTP/1.1, no gRPC */
+    int plain, tls;        /* set by net_listen from the URL schemes */
 };
 
-/* Parses @url ("http://host:port", host may be a name, IPv4 or [IPv6]) and
- * starts listening. Errors: -errno, -EINVAL for a bad URL, -EPROTONOSUPPORT
- * for https (not built yet). */
+/* Parses @url ("http://host:port" or "https://host:port", host may be a
+ * name, IPv4 or [IPv6]) and starts listening. A second URL naming the same
+ * host:port adds its scheme to that listener (TLS ClientHellos and
+ * plaintext told apart by the first byte). Errors: -errno, -EINVAL for a
+ * bad URL, -EPROTONOSUPPORT for https before net_tls_start (net/tls.h)
+ * and for unixs. */
 int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o);
 /* Graceful shutdown: GOAWAY to every h2 connection, stop accepting; calls
  * @done once every connection has closed or after @grace_ms. */

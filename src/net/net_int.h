@@ -14,7 +14,8 @@ struct conn {
     uv_tcp_t tcp;
     enum conn_mode mode;
     nghttp2_session *h2;
-    const struct net_opts *opts;
+    const struct net_opts *opts;    /* = &opts_copy */
+    struct net_opts opts_copy;
     struct buf rbuf;           /* sniffing and HTTP/1.1 request bytes */
     struct grpc_call *calls;   /* open streams */
     size_t write_pending;      /* bytes handed to uv_write, not yet done */
@@ -22,6 +23,8 @@ struct conn {
     struct write_req *wb;      /* output being gathered for one uv_write */
     int dirty, closing, goaway_sent;
     char *peer_cn;             /* verified client certificate's CN (TLS) */
+    struct ssl_st *ssl;        /* TLS: NULL on plaintext connections */
+    int tls_up;                /* handshake done */
     struct conn *next, *prev;        /* all connections */
     struct conn *dirty_next;         /* flush list */
 };
@@ -46,5 +49,23 @@ void net__conn_write(struct conn *c, const uint8_t *p, size_t n);
 void net__conn_close(struct conn *c);
 void net__http1_recv(struct conn *c);
 void net__deadlines_init(uv_loop_t *loop);
+/* Plaintext bytes of a connection (after TLS, if any). */
+void net__conn_input(struct conn *c, const uint8_t *p, size_t n);
+/* Hands bytes to the socket as they are (TLS records). */
+void net__raw_write(struct conn *c, const uint8_t *p, size_t n);
+/* Stops reading and closes once the queued writes are out. */
+void net__conn_end(struct conn *c);
+
+/* tls.c: the per-connection side. */
+int net__tls_accept(struct conn *c);
+/* Feeds received bytes; plaintext goes to net__conn_input. Returns 0, 1
+ * when the connection should end once its output is out (a refused
+ * handshake: the alert), -1 when it should close now. */
+int net__tls_recv(struct conn *c, const uint8_t *p, size_t n);
+/* Encrypts @p and queues the records. */
+int net__tls_write(struct conn *c, const uint8_t *p, size_t n);
+/* Queues a close_notify alert (HTTP/1.1 answers before closing). */
+void net__tls_close_notify(struct conn *c);
+void net__tls_free(struct conn *c);
 
 #endif

@@ -336,7 +336,7 @@ int rpc_listen_metrics(void)
     for (int i = 0; i < n && rc == 0; i++) {
         rc = net_listen(srv->loop, urls[i], &o);
         if (rc == -EPROTONOSUPPORT)
-            log_error("server: %s: TLS listeners are not supported yet",
+            log_error("server: %s: unsupported URL scheme (http and https only)",
                       urls[i]);
         else if (rc != 0)
             log_error("server: cannot listen on metrics URL %s: %s", urls[i],

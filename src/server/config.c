@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "core/mem.h"
+#include "net/tls.h"
 
 enum kind {
     K_STR,
@@ -91,13 +92,18 @@ static const struct flag flags[] = {
     {"cors", K_IGNORED, 0, NULL, NULL, Y_AUTO},
     {"host-whitelist", K_IGNORED, 0, NULL, NULL, Y_AUTO},
     {"discovery-fallback", K_IGNORED, 0, NULL, NULL, Y_NONE},
+    /* client TLS (net/tls.h); in a config file these live under
+     * client-transport-security */
+    {"cert-file", K_STR, F(cert_file), NULL, "Path to the client server TLS cert file.", Y_NONE},
+    {"key-file", K_STR, F(key_file), NULL, "Path to the client server TLS key file.", Y_NONE},
+    {"trusted-ca-file", K_STR, F(trusted_ca_file), NULL, "Path to the client server TLS trusted CA cert file (client certificates are then required).", Y_NONE},
+    {"client-cert-auth", K_BOOL, F(client_cert_auth), NULL, "Enable client cert authentication.", Y_NONE},
+    {"client-crl-file", K_STR, F(client_crl_file), NULL, "Path to the client certificate revocation list file.", Y_NONE},
+    {"auto-tls", K_BOOL, F(auto_tls), NULL, "Client TLS using generated certificates.", Y_NONE},
+    {"cipher-suites", K_STR, F(cipher_suites), NULL, "Comma-separated list of supported TLS cipher suites (Go's names; empty = OpenSSL's defaults).", Y_STRINGS},
+    {"tls-min-version", K_STR, F(tls_min_version), NULL, "Minimum TLS version: TLS1.2 or TLS1.3 (default TLS1.2).", Y_AUTO},
+    {"tls-max-version", K_STR, F(tls_max_version), NULL, "Maximum TLS version: TLS1.2 or TLS1.3 (default: the highest).", Y_AUTO},
     /* not built yet: starting without them would silently differ */
-    {"cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
-    {"client-crl-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
     {"peer-cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
     {"peer-key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
     {"peer-trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
@@ -477,6 +483,44 @@ static int security_set(yaml_document_t *d, yaml_node_t *m)
     return 0;
 }
 
+/* etcd 3.4's securityConfig keys, stored through the client TLS flags. */
+static int client_security(struct config *c, yaml_document_t *d, yaml_node_t *m)
+{
+    static const char *const keys[] = {"cert-file", "key-file", "trusted-ca-file",
+                                       "client-cert-auth", "auto-tls"};
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start;
+         p < m->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(d, p->key);
+        yaml_node_t *v = yaml_document_get_node(d, p->value);
+        char num[64], field[96];
+        int b = 0, i;
+        if (k == NULL || k->type != YAML_SCALAR_NODE)
+            continue;
+        for (i = 0; i < 5; i++)
+            if (strcmp((const char *)k->data.scalar.value, keys[i]) == 0)
+                break;
+        if (i == 5)
+            continue; /* unknown keys are ignored, as encoding/json does */
+        const struct flag *f = find(keys[i], strlen(keys[i]));
+        enum jt t = resolve(v, num, sizeof num, &b);
+        snprintf(field, sizeof field, "client-transport-security.%s", keys[i]);
+        if (t == J_NULL)
+            continue;
+        if (t != (f->kind == K_BOOL ? J_BOOL : J_STR))
+            return verr(c, "error unmarshaling JSON: while decoding JSON: json: "
+                           "cannot unmarshal %s into Go struct field "
+                           "securityConfig.%s of type %s", jt_name[t], field,
+                        f->kind == K_BOOL ? "bool" : "string");
+        const char *val = f->kind == K_BOOL
+                              ? (b ? "true" : "false")
+                              : own(c, (const char *)v->data.scalar.value,
+                                    v->data.scalar.length);
+        if (set(c, f, val, "") != 0)
+            return verr(c, "%s: invalid value %s", field, val);
+    }
+    return 0;
+}
+
 /* One key of the file: check the type as encoding/json would, then store
  * through the flag table. */
 static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
@@ -494,6 +538,8 @@ static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
     case Y_SECURITY:
         if (t != J_OBJ)
             return type_err(c, jt_name[t], f->name, gotype(f));
+        if (strcmp(f->name, "client-transport-security") == 0)
+            return client_security(c, d, v);
         if (security_set(d, v))
             return verr(c, "%s: TLS is not supported yet; cairn refuses to "
                            "start without it", f->name);
@@ -681,6 +727,11 @@ static int finish(struct config *c, const unsigned char *seen)
                 c->initial_cluster_state);
         return 2;
     }
+    /* etcd 3.5's Config.Validate: "failed to verify flags" */
+    char terr[256];
+    if (net_tls_check(c->cipher_suites, c->tls_min_version, c->tls_max_version,
+                      terr, sizeof terr) != 0)
+        return verr(c, "%s", terr);
     if (c->max_request_bytes <= 0 || c->max_txn_ops <= 0) {
         if (c->from_file)
             return verr(c, "max-request-bytes and max-txn-ops must be positive");

@@ -37,6 +37,11 @@ struct config {
     const char *auto_compaction_retention; /* etcd's syntax; "0" = off */
     const char *config_file;               /* --config-file */
     const char *encryption_key_file;       /* NULL = records stored plain */
+    const char *cert_file, *key_file;      /* client TLS (net/tls.h) */
+    const char *trusted_ca_file, *client_crl_file;
+    const char *cipher_suites;             /* Go's names, comma-separated */
+    const char *tls_min_version, *tls_max_version;
+    int client_cert_auth, auto_tls;
     int64_t max_request_bytes;
     int64_t max_txn_ops;
     int64_t quota_backend_bytes;

@@ -19,6 +19,7 @@
 #include "server/notify.h"
 #include "server/startup.h"
 #include "server/server.h"
+#include "server/tls_flags.h"
 #include "snap/cli.h"
 #include "watch/watch.h"
 
@@ -300,9 +301,11 @@ int main(int argc, char **argv)
         log_error("server: cannot load leases");
         return 1;
     }
-    /* --client-cert-auth stays off until TLS lands (grpc_call_peer_cn) */
+    /* with --client-cert-auth a verified certificate's CN is the user
+     * (grpc_call_peer_cn), as etcd */
     struct auth_opts ao = {server.cfg.auth_token, server.cfg.auth_token_ttl,
-                           (int)server.cfg.bcrypt_cost, 0};
+                           (int)server.cfg.bcrypt_cost,
+                           server.cfg.client_cert_auth};
     char aerr[256];
     if (auth_init(server.loop, server.mvcc, &ao, aerr, sizeof aerr) != 0) {
         log_error("server: %s", aerr);
@@ -312,12 +315,14 @@ int main(int argc, char **argv)
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;
     nopts.max_streams = 1u << 20;
+    if (server_tls_start(&server) != 0)
+        return 1;
     char *lcu = cairn_strdup(server.cfg.listen_client_urls);
     n = config_split(lcu, urls, CONFIG_MAX_URLS);
     for (int i = 0; i < n; i++) {
         rc = net_listen(server.loop, urls[i], &nopts);
         if (rc == -EPROTONOSUPPORT) {
-            log_error("server: %s: TLS listeners are not supported yet", urls[i]);
+            log_error("server: %s: unsupported URL scheme (http and https only)", urls[i]);
             return 1;
         }
         if (rc != 0) {

@@ -109,8 +109,14 @@ class ServerError(RuntimeError):
 class Server:
     """One etcd-compatible server process (etcd itself or cairn)."""
 
-    def __init__(self, binary, data_dir=None, name="t", extra_args=()):
+    def __init__(self, binary, data_dir=None, name="t", extra_args=(),
+                 scheme="http", tls_creds=None):
+        """scheme "https": client URLs are https and the readiness probe
+        uses tls_creds(server) -> grpc channel credentials (called again on
+        each attempt: files such as --auto-tls's appear during start-up)."""
         self.binary = str(binary)
+        self.scheme = scheme
+        self.tls_creds = tls_creds
         self.name = name
         self.extra_args = list(extra_args)
         self._own_root = tempfile.mkdtemp(prefix="cairn-it-", dir=_tmp_root())
@@ -130,7 +136,7 @@ class Server:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
 
     @property
     def pid(self):
@@ -142,8 +148,8 @@ class Server:
             self.binary,
             "--name", self.name,
             "--data-dir", self.data_dir,
-            "--listen-client-urls", "http://127.0.0.1:%d" % c,
-            "--advertise-client-urls", "http://127.0.0.1:%d" % c,
+            "--listen-client-urls", "%s://127.0.0.1:%d" % (self.scheme, c),
+            "--advertise-client-urls", "%s://127.0.0.1:%d" % (self.scheme, c),
             "--listen-peer-urls", "http://127.0.0.1:%d" % p,
             "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % p,
             "--initial-cluster", "%s=http://127.0.0.1:%d" % (self.name, p),
@@ -216,7 +222,7 @@ class Server:
                     "port %d is owned by someone else: %r" % (self.client_port, lines))
             if pids == {self.proc.pid}:
                 try:
-                    ch = grpc.insecure_channel(self.endpoint)
+                    ch = self.new_channel()
                     try:
                         rpc_pb2_grpc.MaintenanceStub(ch).Status(
                             rpc_pb2.StatusRequest(), timeout=1.0)
@@ -311,10 +317,12 @@ class Server:
     # -- clients -----------------------------------------------------------
     def channel(self):
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.endpoint)
+            self._channel = self.new_channel()
         return self._channel
 
     def new_channel(self):
+        if self.scheme == "https":
+            return grpc.secure_channel(self.endpoint, self.tls_creds(self))
         return grpc.insecure_channel(self.endpoint)
 
     @property

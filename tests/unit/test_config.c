@@ -339,26 +339,26 @@ static void test_unsupported_and_ignored(void **state)
 {
     (void)state;
     /* features not built: refuse to start rather than differ silently */
-    assert_int_equal(RC("--cert-file", "x"), 2);
-    assert_int_equal(RC("--cert-file=x"), 2);
-    assert_int_equal(RC("--key-file", "k", "--name", "n"), 2);
+    assert_int_equal(RC("--peer-cert-file", "x"), 2);
+    assert_int_equal(RC("--peer-cert-file=x"), 2);
+    assert_int_equal(RC("--peer-key-file", "k", "--name", "n"), 2);
     assert_int_equal(RC("--discovery", "https://x"), 2);
-    assert_int_equal(RC("--auto-tls"), 2);
-    assert_int_equal(RC("--client-cert-auth=true"), 2);
+    assert_int_equal(RC("--peer-auto-tls"), 2);
+    assert_int_equal(RC("--peer-client-cert-auth=true"), 2);
     assert_int_equal(RC("--force-new-cluster"), 2);
     /* a bool feature turned off is fine */
-    assert_int_equal(RC("--auto-tls=false"), 0);
-    assert_int_equal(RC("--client-cert-auth=false", "--peer-auto-tls=false"), 0);
-    setenv("ETCD_CERT_FILE", "/x.pem", 1);
+    assert_int_equal(RC("--peer-auto-tls=false"), 0);
+    assert_int_equal(RC("--peer-client-cert-auth=false", "--peer-auto-tls=false"), 0);
+    setenv("ETCD_PEER_CERT_FILE", "/x.pem", 1);
     assert_int_equal(RC(NULL), 2);
-    unsetenv("ETCD_CERT_FILE");
-    setenv("ETCD_AUTO_TLS", "true", 1);
+    unsetenv("ETCD_PEER_CERT_FILE");
+    setenv("ETCD_PEER_AUTO_TLS", "true", 1);
     assert_int_equal(RC(NULL), 2);
-    setenv("ETCD_AUTO_TLS", "false", 1);
+    setenv("ETCD_PEER_AUTO_TLS", "false", 1);
     assert_int_equal(RC(NULL), 0);
     /* a flag turning it off wins over the environment */
-    setenv("ETCD_AUTO_TLS", "true", 1);
-    assert_int_equal(RC("--auto-tls=false"), 0);
+    setenv("ETCD_PEER_AUTO_TLS", "true", 1);
+    assert_int_equal(RC("--peer-auto-tls=false"), 0);
     clear_env(NULL);
 
     /* harmless for one member: accepted and ignored */
@@ -369,6 +369,51 @@ static void test_unsupported_and_ignored(void **state)
               "--grpc-keepalive-min-time", "5s", "--name", "kept");
     assert_int_equal(p->rc, 0);
     assert_string_equal(p->c.name, "kept");
+    done(p);
+}
+
+static void test_client_tls_flags(void **state)
+{
+    (void)state;
+    struct parsed *p = PARSE("--cert-file", "c.pem", "--key-file=k.pem",
+                             "--trusted-ca-file", "ca.pem", "--client-cert-auth",
+                             "--client-crl-file", "crl.pem", "--auto-tls=false",
+                             "--cipher-suites",
+                             "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256",
+                             "--tls-min-version", "TLS1.2", "--tls-max-version",
+                             "TLS1.3");
+    assert_int_equal(p->rc, 0);
+    assert_string_equal(p->c.cert_file, "c.pem");
+    assert_string_equal(p->c.key_file, "k.pem");
+    assert_string_equal(p->c.trusted_ca_file, "ca.pem");
+    assert_string_equal(p->c.client_crl_file, "crl.pem");
+    assert_int_equal(p->c.client_cert_auth, 1);
+    assert_int_equal(p->c.auto_tls, 0);
+    done(p);
+    setenv("ETCD_AUTO_TLS", "true", 1);
+    p = PARSE0();
+    assert_int_equal(p->rc, 0);
+    assert_int_equal(p->c.auto_tls, 1);
+    done(p);
+    clear_env(NULL);
+    /* etcd 3.5's Config.Validate: "failed to verify flags" (rc 3) */
+    p = PARSE("--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2");
+    assert_int_equal(p->rc, 3);
+    assert_string_equal(p->c.error,
+                        "min version (TLS1.3) is greater than max version (TLS1.2)");
+    done(p);
+    p = PARSE("--tls-max-version", "TLS1.0");
+    assert_int_equal(p->rc, 3);
+    assert_string_equal(p->c.error, "unexpected TLS version \"TLS1.0\" "
+                                    "(must be one of: TLS1.2, TLS1.3)");
+    done(p);
+    /* cipher names are checked when listening, as etcd does */
+    assert_int_equal(RC("--cipher-suites", "nope"), 0);
+    p = PARSE("--tls-min-version", "TLS1.3", "--cipher-suites",
+              "TLS_RSA_WITH_AES_128_GCM_SHA256");
+    assert_int_equal(p->rc, 3);
+    assert_string_equal(p->c.error, "cipher suites cannot be configured when "
+                                    "only TLS1.3 is enabled");
     done(p);
 }
 
@@ -628,10 +673,32 @@ static void test_config_file_types(void **state)
     assert_int_equal(p->c.quota_backend_bytes, -1);
     done(p);
     /* features not built refuse to start, as their flags do */
-    struct parsed *q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"));
+    struct parsed *q = PARSE(cf_arg("peer-transport-security:\n  cert-file: /x.pem\n"));
     unlink(cf_path);
     assert_int_equal(q->rc, 3);
-    assert_non_null(strstr(q->c.error, "client-transport-security"));
+    assert_non_null(strstr(q->c.error, "peer-transport-security"));
+    done(q);
+    /* client TLS in the file: etcd 3.4's securityConfig keys */
+    q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"
+                     "  key-file: /k.pem\n  trusted-ca-file: /ca.pem\n"
+                     "  client-cert-auth: true\n  auto-tls: false\n"
+                     "  crl-file: ignored\n"
+                     "cipher-suites: [TLS_RSA_WITH_AES_128_GCM_SHA256]\n"
+                     "tls-min-version: TLS1.2\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 0);
+    assert_string_equal(q->c.cert_file, "/x.pem");
+    assert_string_equal(q->c.key_file, "/k.pem");
+    assert_string_equal(q->c.trusted_ca_file, "/ca.pem");
+    assert_int_equal(q->c.client_cert_auth, 1);
+    assert_string_equal(q->c.cipher_suites, "TLS_RSA_WITH_AES_128_GCM_SHA256");
+    assert_string_equal(q->c.tls_min_version, "TLS1.2");
+    done(q);
+    q = PARSE(cf_arg("client-transport-security:\n  client-cert-auth: 1\n"));
+    unlink(cf_path);
+    assert_int_equal(q->rc, 3);
+    assert_string_equal(q->c.error, JSONERR "number into Go struct field "
+                        "securityConfig.client-transport-security.client-cert-auth of type bool");
     done(q);
     q = PARSE(cf_arg("force-new-cluster: true\n"));
     unlink(cf_path);
@@ -676,6 +743,7 @@ int main(void)
         T(test_env),
         T(test_usage_errors),
         T(test_unsupported_and_ignored),
+        T(test_client_tls_flags),
         T(test_split),
         T(test_config_file_keys),
         T(test_config_file_precedence),

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "crypt/crypt.h"
 #include "core/mem.h"
 #include "mvcc/mvcc_int.h"
 #include "mvcc/snapshot.h"
@@ -516,8 +517,9 @@ static int read_key(void *ud, struct snap_bytes b, struct snap_bytes k,
     mvcc__rev_encode(ib, nr);
     mk.mv_size = MVCC_REVLEN;
     mk.mv_data = ib;
-    mv.mv_size = n + MVCC_RECHDR;
-    mv.mv_data = rec;
+    /* sealed when the new store has a key (else as is) */
+    if ((rc = mvcc__record_seal(&r->t, ib, rec, n + MVCC_RECHDR, &r->a, &mv)) != 0)
+        return rc;
     /* bbolt's order is revision order: records append. */
     rc = mdb_put(r->t.txn, m->kv, &mk, &mv, MDB_APPEND);
     if (rc == MDB_KEYEXIST)
@@ -569,7 +571,8 @@ static int restore_meta(struct restore *r)
 }
 
 int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
-                          size_t map_size, struct mvcc_snap_meta *out)
+                          size_t map_size, struct crypt_ring *ring,
+                          struct mvcc_snap_meta *out)
 {
     struct snap_bbolt_reader *br;
     struct restore r;
@@ -588,6 +591,14 @@ int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
     if ((rc = mvcc_open(dir, map_size, &r.m)) != 0)
         goto out_reader;
     arena_init(&r.a);
+    if (ring != NULL) {
+        char err[256];
+        int rotated = 0;
+        if ((rc = mvcc_seal_install(r.m, ring, &rotated, err, sizeof err)) != 0) {
+            crypt_ring_free(ring); /* not taken by the store */
+            goto out_store;
+        }
+    }
     if ((rc = mvcc_write_begin(r.m, &r.t)) != 0)
         goto out_store;
     if (r.t.rev != 1 || mvcc_meta_get(&r.t, "compact", -1) != -1) {

@@ -58,7 +58,12 @@ struct mvcc_snap_meta {
  * current revision, the consistent index and the term. @out may be NULL.
  * Errors: -EBADMSG (not a valid snapshot), CAIRN_ETOOLARGE (a key longer
  * than cairn's limit), -errno, CAIRN_ESTORE. */
+struct crypt_ring;
+/* @ring (may be NULL): encryption at rest for the new store: every record
+ * is written sealed under its first key, so no plaintext copy ever reaches
+ * the new file. The ring is taken in every case. */
 int mvcc_snapshot_restore(int fd, uint64_t len, const char *dir,
-                          size_t map_size, struct mvcc_snap_meta *out);
+                          size_t map_size, struct crypt_ring *ring,
+                          struct mvcc_snap_meta *out);
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "crypt/crypt.h"
 #include "core/mem.h"
 #include "mvcc/snapshot.h"
 #include "snap/bbolt.h"
@@ -249,6 +250,7 @@ static int cmd_status(int argc, char **argv)
 struct restore_opts {
     const char *file, *data_dir, *name, *cluster, *token, *peer_urls;
     int skip_hash;
+    const char *key_file; /* cairn's encryption at rest for the new store */
 };
 
 /* Splits @s at commas into @out (pointers into a copy kept in *@buf). */
@@ -390,9 +392,10 @@ static int parse_restore(int argc, char **argv, struct restore_opts *o)
 {
     static const char *names[] = {"data-dir", "name", "initial-cluster",
                                   "initial-cluster-token",
-                                  "initial-advertise-peer-urls"};
+                                  "initial-advertise-peer-urls",
+                                  "experimental-encryption-key-file"};
     const char **dst[] = {&o->data_dir, &o->name, &o->cluster, &o->token,
-                          &o->peer_urls};
+                          &o->peer_urls, &o->key_file};
     for (int i = 1; i < argc; i++) {
         int missing = 0, hit = 0;
         for (size_t f = 0; f < sizeof names / sizeof names[0] && !hit; f++) {
@@ -427,7 +430,7 @@ static int cmd_restore(int argc, char **argv)
 {
     struct restore_opts o = {NULL, NULL, "default",
                              "default=http://localhost:2380", "etcd-cluster",
-                             "http://localhost:2380", 0};
+                             "http://localhost:2380", 0, NULL};
     struct mvcc_snap_meta meta;
     char defdir[4096];
     struct stat st;
@@ -454,10 +457,21 @@ static int cmd_restore(int argc, char **argv)
         close(fd);
         return rc;
     }
-    fprintf(stderr, "snapshot: restoring path=%s data-dir=%s\n", o.file,
-            o.data_dir);
+    struct crypt_ring *ring = NULL;
+    if (o.key_file != NULL) {
+        char err[512];
+        if (crypt_ring_load(o.key_file, &ring, err, sizeof err) != 0) {
+            close(fd);
+            return fail(EXIT_ERR, "%s", err);
+        }
+    }
+    fprintf(stderr, "snapshot: restoring path=%s data-dir=%s%s\n", o.file,
+            o.data_dir, ring != NULL ? " (encrypted at rest)" : "");
     if ((rc = mkdir_parents(o.data_dir)) == 0)
-        rc = mvcc_snapshot_restore(fd, len, o.data_dir, RESTORE_MAP_SIZE, &meta);
+        rc = mvcc_snapshot_restore(fd, len, o.data_dir, RESTORE_MAP_SIZE, ring,
+                                   &meta);
+    else
+        crypt_ring_free(ring);
     close(fd);
     if (rc != 0) {
         remove_store(o.data_dir);
@@ -490,6 +504,7 @@ int snap_cli(int argc, char **argv)
             "  cairn snapshot restore <filename> [--data-dir DIR] [--name N]\n"
             "      [--initial-cluster C] [--initial-cluster-token T]\n"
             "      [--initial-advertise-peer-urls U] [--skip-hash-check]\n"
+            "      [--experimental-encryption-key-file F]\n"
             "  cairn snapshot status <filename> [-w simple|table|json]\n");
     return EXIT_BADARGS;
 }

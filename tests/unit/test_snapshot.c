@@ -110,7 +110,7 @@ static struct fx *restore_copy(struct fx *f, int fd, uint64_t size)
     struct fx *g = calloc(1, sizeof *g);
     struct mvcc_snap_meta meta;
     snprintf(g->dir, sizeof g->dir, "%.40s-r", f->dir);
-    assert_int_equal(mvcc_snapshot_restore(fd, size, g->dir, MAP_SIZE, &meta), 0);
+    assert_int_equal(mvcc_snapshot_restore(fd, size, g->dir, MAP_SIZE, NULL, &meta), 0);
     assert_int_equal(meta.rev > 0, 1);
     assert_int_equal(mvcc_open(g->dir, MAP_SIZE, &g->m), 0);
     arena_init(&g->a);
@@ -187,10 +187,10 @@ static void restore_refuses_existing_store(void **state)
     uint64_t size = export(f, fd);
     PUT("a", "2");
     /* f's own dir holds a store with data. */
-    assert_int_equal(mvcc_snapshot_restore(fd, size, f->dir, MAP_SIZE, NULL),
+    assert_int_equal(mvcc_snapshot_restore(fd, size, f->dir, MAP_SIZE, NULL, NULL),
                      -EEXIST);
     /* Not a snapshot. */
-    assert_int_equal(mvcc_snapshot_restore(fd, 100, f->dir, MAP_SIZE, NULL),
+    assert_int_equal(mvcc_snapshot_restore(fd, 100, f->dir, MAP_SIZE, NULL, NULL),
                      -EBADMSG);
     close(fd);
 }

@@ -528,8 +528,10 @@ def test_jwt_tokens_match_etcd(server_factory, tmp_path, method, kind):
     assert call(stubs(c)["kv"].Range, pb.RangeRequest(key=b"/p/a"), ce)[0] == "ok"
     r = call(stubs(e)["kv"].Range, pb.RangeRequest(key=b"/p/a"), cc)
     assert r[0] == "ok", (r, cc, ce)
-    time.sleep(3.5)  # ttl=2s
-    assert call(stubs(c)["kv"].Range, pb.RangeRequest(key=b"/p/a"), cc)[2] == "etcdserver: invalid auth token"
+    if method == "RS256":  # expiry does not depend on the method: once
+        time.sleep(3.5)  # ttl=2s
+        assert call(stubs(c)["kv"].Range, pb.RangeRequest(key=b"/p/a"),
+                    cc)[2] == "etcdserver: invalid auth token"
 
 
 def test_bad_auth_token_flag_refuses_to_start(server_factory):

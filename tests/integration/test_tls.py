@@ -139,9 +139,13 @@ def start_tls(server_factory, pki, binary=None, extra=(), server="server",
         extra_args=mtls_args(pki, server, crl) + list(extra))
 
 
-def etcdctl(url, *args, pki=None, client="client", extra=(), timeout=30):
-    cmd = [ETCDCTL_BIN, "--endpoints", url, "--dial-timeout", "3s",
-           "--command-timeout", "5s"]
+def etcdctl(url, *args, pki=None, client="client", extra=(), timeout=30,
+            refused=False):
+    # @refused: the call is expected to fail; etcdctl would retry until its
+    # command timeout, so keep that short
+    t = "1s" if refused else "5s"
+    cmd = [ETCDCTL_BIN, "--endpoints", url, "--dial-timeout",
+           "1s" if refused else "3s", "--command-timeout", t]
     if pki is not None:
         cmd += ["--cacert", pki.path("ca.crt")]
         if client:
@@ -258,7 +262,7 @@ def test_python_grpc_ssl_credentials(server_factory, pki):
 def test_client_refused(server_factory, pki, binary, client):
     s = start_tls(server_factory, pki, binary, crl=True)
     assert etcdctl(s.url, "put", "k", "v", pki=pki).returncode == 0
-    r = etcdctl(s.url, "get", "k", pki=pki, client=client)
+    r = etcdctl(s.url, "get", "k", pki=pki, client=client, refused=True)
     assert r.returncode != 0, r.stdout
     assert "k" not in r.stdout.split()
     with pytest.raises((ssl.SSLError, OSError)):
@@ -315,7 +319,7 @@ def test_tls_max_version_and_cipher_suites(server_factory, pki):
 @pytest.mark.parametrize("binary", BINARIES)
 def test_plaintext_to_tls_port(server_factory, pki, binary):
     s = start_tls(server_factory, pki, binary)
-    r = etcdctl("http://127.0.0.1:%d" % s.client_port, "get", "k")
+    r = etcdctl("http://127.0.0.1:%d" % s.client_port, "get", "k", refused=True)
     assert r.returncode != 0
     r = subprocess.run(["curl", "-sS", "--max-time", "5",
                         "http://127.0.0.1:%d/version" % s.client_port],
@@ -326,7 +330,8 @@ def test_plaintext_to_tls_port(server_factory, pki, binary):
 @pytest.mark.parametrize("binary", BINARIES)
 def test_tls_to_plaintext_port(server_factory, pki, binary):
     s = server_factory(binary)
-    r = etcdctl("https://127.0.0.1:%d" % s.client_port, "get", "k", pki=pki)
+    r = etcdctl("https://127.0.0.1:%d" % s.client_port, "get", "k", pki=pki,
+                refused=True)
     assert r.returncode != 0
     with pytest.raises((ssl.SSLError, OSError)):
         tls_handshake(s.client_port, pki)

@@ -95,30 +95,17 @@ static int any_alive(void *ud, MDB_val *key, struct mvcc_rev rev)
     return 1;
 }
 
-/* etcd's kvstore HashByRev: revisions up to @rev; of those at or below the
- * compaction only the ones compaction keeps at @rev (each key's newest
- * revision at @rev unless a deletion) count, so members that compacted at
- * different moments agree. */
-int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
-                 int64_t *compact_rev)
+/* crc32c over the key bucket as etcd lays it out, up to revision @rev.
+ * With @filter, of the revisions at or below the compaction only those
+ * compaction keeps at @rev count (etcd's HashByRev). */
+static int hash_keys(struct mvcc_txn *t, int64_t rev, int filter, uint32_t *out)
 {
     MDB_cursor *c;
     MDB_val k, v;
     struct arena a;
-    int rc, err = 0, keep_any = 0;
+    int rc, err = 0;
     uint32_t h;
 
-    *compact_rev = t->compact_rev;
-    if (rev > 0 && rev <= t->compact_rev)
-        return CAIRN_ECOMPACTED;
-    if (rev > 0 && rev > t->rev)
-        return CAIRN_EFUTUREREV;
-    if (rev == 0)
-        rev = t->rev;
-    rc = mvcc__index_visit(t, (const uint8_t *)"\0", 1, (const uint8_t *)"", 0,
-                           1, rev, any_alive, &keep_any); /* every key */
-    if (rc != 0)
-        return rc;
     if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)
         return mvcc__err(rc);
     arena_init(&a);
@@ -132,7 +119,7 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
         int64_t main = (int64_t)mvcc__get_be64(k.mv_data);
         if (main > rev)
             break;
-        if (main <= t->compact_rev && keep_any) {
+        if (main <= t->compact_rev && filter) {
             struct mvcc_rev prev, cur;
             Mvccpb__KeyValue kv;
             int tomb;
@@ -155,8 +142,31 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
         return err;
     if (rc != 0 && rc != MDB_NOTFOUND)
         return mvcc__err(rc);
-    *hash = h;
+    *out = h;
     return 0;
+}
+
+/* etcd's kvstore HashByRev: revisions up to @rev; of those at or below the
+ * compaction only the ones compaction keeps at @rev (each key's newest
+ * revision at @rev unless a deletion) count, so members that compacted at
+ * different moments agree. */
+int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
+                 int64_t *compact_rev)
+{
+    int rc, keep_any = 0;
+
+    *compact_rev = t->compact_rev;
+    if (rev > 0 && rev <= t->compact_rev)
+        return CAIRN_ECOMPACTED;
+    if (rev > 0 && rev > t->rev)
+        return CAIRN_EFUTUREREV;
+    if (rev == 0)
+        rev = t->rev;
+    rc = mvcc__index_visit(t, (const uint8_t *)"\0", 1, (const uint8_t *)"", 0,
+                           1, rev, any_alive, &keep_any); /* every key */
+    if (rc != 0)
+        return rc;
+    return hash_keys(t, rev, keep_any, hash);
 }
 
 /* The whole store in etcd's encodings (every record of the key bucket, then
@@ -170,21 +180,8 @@ int mvcc_hash(struct mvcc_txn *t, uint32_t *hash)
     int rc, err = 0;
     uint32_t h;
 
-    if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)
-        return mvcc__err(rc);
-    arena_init(&a);
-    h = mvcc_crc32c(0, "key", 3);
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && err == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        h = hash_record(t, h, &k, &v, &a, &err);
-        arena_reset(&a);
-    }
-    mdb_cursor_close(c);
-    arena_free(&a);
-    if (err != 0)
-        return err;
-    if (rc != MDB_NOTFOUND)
-        return mvcc__err(rc);
+    if ((rc = hash_keys(t, INT64_MAX, 0, &h)) != 0)
+        return rc;
     if ((rc = mdb_cursor_open(t->txn, t->m->lease, &c)) != 0)
         return mvcc__err(rc);
     h = mvcc_crc32c(h, "lease", 5);

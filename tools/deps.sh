@@ -2,7 +2,7 @@
 # Installs the Debian packages cairn needs to build and test, when missing.
 # As root it runs apt-get; otherwise it prints the command to run.
 PKGS="gcc make pkg-config libuv1-dev libnghttp2-dev libssl-dev libprotobuf-c-dev
-protobuf-c-compiler liblmdb-dev libyaml-dev libcmocka-dev libcrypt-dev etcd-server etcd-client python3
+protobuf-c-compiler liblmdb-dev libyaml-dev libcmocka-dev libcrypt-dev libraft-dev etcd-server etcd-client python3
 python3-etcd3 python3-grpcio python3-protobuf python3-pytest python3-h2
 python3-prometheus-client iproute2 procps openssl curl"
 missing=""

@@ -1,0 +1,91 @@
+/* The peer transport: raft messages and cairn's own member-to-member
+ * messages between the members of one cluster, over TCP on
+ * --listen-peer-urls, with TLS (--peer-cert-file, --peer-key-file,
+ * --peer-trusted-ca-file, --peer-client-cert-auth, --peer-cert-allowed-cn)
+ * when the peer URLs are https.
+ *
+ * Every member keeps one outbound connection to each peer it sends to and
+ * accepts inbound connections from all; a connection opens with a hello
+ * that names the cluster and both member IDs, so a member of another
+ * cluster (or a stray client) is refused before any message is read.
+ * Messages are best effort: raft resends what is lost, and a send to a peer
+ * that is down fails fast (its callback gets RAFT_NOCONNECTION) instead of
+ * queueing without bound.
+ *
+ * An InstallSnapshot carries only raft's small snapshot record; the store
+ * image behind it is streamed after it in bounded chunks from a file the
+ * owner opens (image_open), and the receiver writes it to a file in
+ * @image_dir before it delivers the message, so a multi-GiB store is never
+ * held in memory or sent as one message.
+ *
+ * Everything runs on the loop thread, except image_open, which runs on the
+ * thread pool. */
+#ifndef REPL_PEER_H
+#define REPL_PEER_H
+
+#include <raft.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct repl_peer;
+
+struct repl_peer_tls {
+    const char *cert_file, *key_file, *trusted_ca_file;
+    int client_cert_auth;       /* --peer-client-cert-auth */
+    const char *allowed_cn;     /* --peer-cert-allowed-cn, NULL = any */
+};
+
+struct repl_peer_opts {
+    uint64_t cluster_id;
+    uint64_t self_id;
+    const char *listen_urls;    /* --listen-peer-urls, comma-separated */
+    const struct repl_peer_tls *tls; /* NULL: plain TCP (http:// URLs) */
+    const char *image_dir;      /* where received store images are written */
+    void *ud;
+    /* A raft message for this member. Ownership as libraft expects for
+     * received messages: entries array and their data come from
+     * raft_malloc (one batch, entry.batch set), install_snapshot data from
+     * raft_malloc, conf filled with raft_configuration_add. */
+    void (*recv_raft)(void *ud, struct raft_message *msg);
+    /* One of cairn's own messages (REPL_APP_*); @data is valid for the
+     * call only. */
+    void (*recv_app)(void *ud, uint64_t from, int type, const uint8_t *data,
+                     size_t len);
+    /* Thread pool: opens the store image to stream behind an
+     * InstallSnapshot for snapshot @index. Returns an fd to read from
+     * offset 0 to EOF (the transport closes it) or a negative errno. */
+    int (*image_open)(void *ud, uint64_t index);
+    /* The received image for @index is complete at @path (called before the
+     * InstallSnapshot message is delivered). */
+    void (*image_received)(void *ud, uint64_t index, const char *path);
+};
+
+/* Listens on the peer URLs. Errors: negative errno (e.g. -EADDRINUSE),
+ * -EPROTONOSUPPORT for a scheme other than http/https, -EPROTO for TLS
+ * files that do not load; @err says why. */
+int repl_peer_start(uv_loop_t *loop, const struct repl_peer_opts *o,
+                    struct repl_peer **out, char *err, size_t errlen);
+
+/* Where member @id listens (its peer URLs, comma-separated); replaces what
+ * was known. Members without URLs cannot be sent to. */
+void repl_peer_set_urls(struct repl_peer *p, uint64_t id, const char *urls);
+void repl_peer_forget(struct repl_peer *p, uint64_t id);
+
+/* Sends @m to m->server_id. The message and its buffers are only borrowed
+ * until @cb runs (status 0, or RAFT_NOCONNECTION / RAFT_CANCELED). */
+int repl_peer_send_raft(struct repl_peer *p, const struct raft_message *m,
+                        void (*cb)(void *ud, int status), void *ud);
+
+/* Sends one of cairn's own messages (@data copied). Best effort. */
+int repl_peer_send_app(struct repl_peer *p, uint64_t to, int type,
+                       const uint8_t *data, size_t len);
+
+/* 1 when a message from @id arrived within the last @ms milliseconds. */
+int repl_peer_active(struct repl_peer *p, uint64_t id, uint64_t ms);
+
+/* Closes listeners and connections; pending sends get RAFT_CANCELED. @cb
+ * runs once every handle is closed. */
+void repl_peer_close(struct repl_peer *p, void (*cb)(void *ud), void *ud);
+
+#endif

@@ -1,6 +1,6 @@
 # cairn: plain GNU make + pkg-config. `make` builds build/cairn;
 # `make SAN=address,undefined` builds a sanitizer tree in build/san/.
-PKGS    := libnghttp2 openssl libprotobuf-c lmdb libuv yaml-0.1
+PKGS    := libnghttp2 openssl libprotobuf-c lmdb libuv yaml-0.1 raft
 B       := build$(if $(SAN),/san)
 PROTOS  := mvccpb/kv authpb/auth etcdserverpb/rpc v3lockpb/v3lock \
            v3electionpb/v3election grpc/health/v1/health

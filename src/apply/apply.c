@@ -51,7 +51,9 @@ struct apply {
     int compacting;
     int sealing;                  /* a re-encryption pass is pending */
     struct crypt_ring *seal_new;  /* a reread key file to install (mu) */
-    _Atomic uint64_t index;
+    _Atomic uint64_t index;        /* raft index the store holds */
+    _Atomic uint64_t term;         /* for response headers */
+    void (*on_effects)(struct apply_cmd *cmd);
     _Atomic unsigned alarms;       /* apply_alarms() */
     pthread_mutex_t alarm_mu;      /* alarm_list: apply thread writes */
     apply_alarm_t alarm_list[MAX_ALARMS];
@@ -74,7 +76,7 @@ static void fill_header(struct apply *a, Etcdserverpb__ResponseHeader *h)
 {
     h->cluster_id = a->hdr.cluster_id;
     h->member_id = a->hdr.member_id;
-    h->raft_term = a->hdr.raft_term;
+    h->raft_term = atomic_load(&a->term);
 }
 
 static void set_resp(struct apply_cmd *cmd, const ProtobufCMessage *m)
@@ -437,7 +439,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
     struct arena ar;
     struct apply_cmd *tail = NULL, *phys_head = NULL, *phys_tail = NULL;
     struct apply_cmd *done_head = NULL;
-    uint64_t n = 0;
+    uint64_t n = 0, held = atomic_load(&a->index), top = held;
     int rc, fatal = 0, scrub = 0;
 
     arena_init(&ar);
@@ -449,6 +451,21 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
             int64_t t0 = metrics_now_ns();
             next = c->next;
             c->next = NULL;
+            if (c->op == APPLY_FENCE || (c->index != 0 && c->index <= held)) {
+                /* A fence, or an entry the store already holds (replayed
+                 * after a restart, or covered by a store image): its
+                 * effect is in, its reply is not known here. */
+                if (c->op != APPLY_FENCE)
+                    c->rc = CAIRN_ETIMEOUT;
+                if (tail)
+                    tail->next = c;
+                else
+                    done_head = c;
+                tail = c;
+                continue;
+            }
+            if (c->index > top)
+                top = c->index;
             c->rc = fatal ? fatal : apply_one(a, &t, c, &ar, &physical);
             metrics_apply_observe(t0);
             if (is_store_error(c->rc))
@@ -476,8 +493,8 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
             mvcc_write_abort(&t);
             rc = fatal;
         }
-        if (rc == 0 && n > 0)
-            rc = mvcc_meta_put(&t, "index", (int64_t)(atomic_load(&a->index) + n));
+        if (rc == 0 && top > held)
+            rc = mvcc_meta_put(&t, "raft_index", (int64_t)top);
         if (rc == 0 && a->compacting) {
             int more = mvcc_compact_step(&t, COMPACT_KEYS_PER_BATCH);
             if (more < 0) {
@@ -527,7 +544,7 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
         fail_all(done_head, rc == CAIRN_ENOSPACE ? rc : CAIRN_ESTORE);
         a->compacting = 0;
     } else {
-        atomic_fetch_add(&a->index, n);
+        atomic_store(&a->index, top);
         atomic_store(&a->committed_rev, t.rev);
         refresh_in_use(a, 0);
     }
@@ -644,7 +661,11 @@ static void on_async(uv_async_t *h)
     while (c != NULL) {
         struct apply_cmd *next = c->next;
         c->next = NULL;
-        metrics_proposal_done(c->rc);
+        if (c->op != APPLY_FENCE) {
+            metrics_proposal_done(c->rc);
+            if (a->on_effects)
+                a->on_effects(c);
+        }
         c->done(c);
         c = next;
     }
@@ -669,6 +690,7 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     a->loop = loop;
     a->m = m;
     a->hdr = *h;
+    atomic_store(&a->term, h->raft_term);
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->alarm_mu, NULL);
     pthread_cond_init(&a->cv, NULL);
@@ -682,7 +704,7 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
         a->sealing = mvcc_sealed(m);
         a->notified_rev = t.rev;
         atomic_store(&a->committed_rev, t.rev);
-        atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "index", 0));
+        atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "raft_index", 0));
         mvcc_alarms(&t, restore_alarm, a);
         mvcc_read_end(&t);
     }
@@ -702,11 +724,44 @@ void apply_on_commit(struct apply *a, void (*fn)(int64_t rev))
     a->on_commit = fn;
 }
 
+void apply_on_effects(struct apply *a, void (*fn)(struct apply_cmd *cmd))
+{
+    a->on_effects = fn;
+}
+
+void apply_set_term(struct apply *a, uint64_t term)
+{
+    atomic_store(&a->term, term);
+}
+
+struct fence {
+    struct apply_cmd cmd; /* first: done() gets &fence->cmd */
+    void (*done)(void *ud);
+};
+
+static void fence_done(struct apply_cmd *cmd)
+{
+    struct fence *f = (struct fence *)cmd;
+    f->done(cmd->ud);
+    cairn_free(f);
+}
+
+void apply_fence(struct apply *a, void (*done)(void *ud), void *ud)
+{
+    struct fence *f = cairn_calloc(1, sizeof *f);
+    f->cmd.op = APPLY_FENCE;
+    f->cmd.done = fence_done;
+    f->cmd.ud = ud;
+    f->done = done;
+    apply_submit(a, &f->cmd);
+}
+
 void apply_submit(struct apply *a, struct apply_cmd *cmd)
 {
     cmd->next = NULL;
     cmd->rc = 0;
-    metrics_proposal_submitted();
+    if (cmd->op != APPLY_FENCE)
+        metrics_proposal_submitted();
     pthread_mutex_lock(&a->mu);
     if (a->q_tail)
         a->q_tail->next = cmd;

@@ -4,9 +4,12 @@
  * so one fsync (group commit). A command's result is only reported after
  * its commit is durable.
  *
- * A command is the packed protobuf request, exactly as a replicated log
- * would carry it; the result is the packed response. When Raft arrives, its
- * committed entries feed apply_submit() unchanged. */
+ * A command is the packed protobuf request, exactly as the replicated log
+ * carries it; the result is the packed response. Committed raft entries
+ * feed apply_submit() in log order (src/repl); each carries its raft index,
+ * stored with the batch that applied it, so an entry the store already
+ * holds (a replay after a restart, or one a store image covered) is
+ * skipped. */
 #ifndef APPLY_APPLY_H
 #define APPLY_APPLY_H
 
@@ -38,6 +41,9 @@ enum apply_op {
     APPLY_AUTH_ROLE_DELETE,
     APPLY_AUTH_ROLE_GRANT_PERMISSION,
     APPLY_AUTH_ROLE_REVOKE_PERMISSION,
+    /* No store effect: done() runs once every command submitted before it
+     * is durable (linearizable reads wait on one). Never in the log. */
+    APPLY_FENCE = 100,
 };
 
 struct apply_cmd {
@@ -49,6 +55,7 @@ struct apply_cmd {
      * commands (expiry, alarms): applying fails with etcd's "revision of
      * auth store is old" when the auth state changed in between. */
     int64_t auth_rev;
+    uint64_t index;      /* raft log index; 0: not from the log */
     /* results, valid in done() */
     int rc;              /* 0 or a cairn error */
     uint8_t *resp;       /* packed response (malloc'd; owned by the command) */
@@ -72,8 +79,17 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
  * revision, with the new revision, before the commands' done() callbacks
  * (watchers hear of a write no later than its writer). */
 void apply_on_commit(struct apply *a, void (*fn)(int64_t rev));
+/* @fn runs on the loop thread for every applied command (whoever proposed
+ * it), before its done(): the in-memory state other subsystems keep beside
+ * the store (the lessor, the auth cache) follows the log this way on every
+ * member. */
+void apply_on_effects(struct apply *a, void (*fn)(struct apply_cmd *cmd));
 /* Takes ownership of @cmd (and cmd->req). */
 void apply_submit(struct apply *a, struct apply_cmd *cmd);
+/* @done(@ud) once every command submitted before is durable. */
+void apply_fence(struct apply *a, void (*done)(void *ud), void *ud);
+/* The raft term response headers carry from now on. Any thread. */
+void apply_set_term(struct apply *a, uint64_t term);
 /* Packs @m into a new command @op and submits it; @done and @ud as in
  * struct apply_cmd (done must free the command). */
 void apply_submit_msg(struct apply *a, enum apply_op op,
@@ -114,7 +130,8 @@ void apply_seal_reload(struct apply *a, struct crypt_ring *ring);
 
 /* The store's revision after the last commit. Any thread. */
 int64_t apply_rev(struct apply *a);
-/* Commands applied so far (for status: raft index). */
+/* The raft index of the last entry the store holds (durable). Any
+ * thread. */
 uint64_t apply_index(struct apply *a);
 
 #endif

@@ -26,6 +26,34 @@ enum grpc_code {
     GRPC_UNAUTHENTICATED = 16,
 };
 
+/* Cluster membership and leadership (etcd's rpctypes). */
+#define CAIRN_MEMBER_ERRORS(X)                                                   \
+    X(CAIRN_EMEMBEREXIST, -1060, GRPC_FAILED_PRECONDITION,                       \
+      "etcdserver: member ID already exist")                                     \
+    X(CAIRN_EPEERURLEXIST, -1061, GRPC_FAILED_PRECONDITION,                      \
+      "etcdserver: Peer URLs already exists")                                    \
+    X(CAIRN_EMEMBERNOTENOUGHSTARTED, -1062, GRPC_FAILED_PRECONDITION,            \
+      "etcdserver: re-configuration failed due to not enough started members")   \
+    X(CAIRN_EMEMBERBADURLS, -1063, GRPC_INVALID_ARGUMENT,                        \
+      "etcdserver: given member URLs are invalid")                               \
+    X(CAIRN_EMEMBERNOTLEARNER, -1064, GRPC_FAILED_PRECONDITION,                  \
+      "etcdserver: can only promote a learner member")                           \
+    X(CAIRN_ELEARNERNOTREADY, -1065, GRPC_FAILED_PRECONDITION,                   \
+      "etcdserver: can only promote a learner member which is in sync with "     \
+      "leader")                                                                  \
+    X(CAIRN_ETOOMANYLEARNERS, -1066, GRPC_FAILED_PRECONDITION,                   \
+      "etcdserver: too many learner members in cluster")                         \
+    X(CAIRN_ENOTLEADER, -1067, GRPC_FAILED_PRECONDITION,                         \
+      "etcdserver: not leader")                                                  \
+    X(CAIRN_ELEADERCHANGED, -1068, GRPC_UNAVAILABLE,                             \
+      "etcdserver: leader changed")                                              \
+    X(CAIRN_ENOTLEARNERRPC, -1069, GRPC_UNAVAILABLE,                             \
+      "etcdserver: rpc not supported for learner")                               \
+    X(CAIRN_EUNHEALTHY, -1070, GRPC_UNAVAILABLE,                                 \
+      "etcdserver: unhealthy cluster")                                           \
+    X(CAIRN_ETIMEOUTLEADERFAIL, -1071, GRPC_UNAVAILABLE,                         \
+      "etcdserver: request timed out, possibly due to previous leader failure")
+
 #define CAIRN_ERRORS(X)                                                          \
     X(CAIRN_EEMPTYKEY, -1001, GRPC_INVALID_ARGUMENT,                             \
       "etcdserver: key is not provided")                                         \
@@ -77,6 +105,7 @@ enum grpc_code {
     /* the NOSPACE alarm refusing a request (ENOSPACE is the store full) */      \
     X(CAIRN_ECAPPED, -1028, GRPC_RESOURCE_EXHAUSTED,                             \
       "etcdserver: mvcc: database space exceeded")                               \
+    CAIRN_MEMBER_ERRORS(X)                                                       \
     CAIRN_AUTH_ERRORS(X)
 
 /* etcd's auth errors (rpctypes/error.go; ENOPASSWORDUSER is not in etcd's

@@ -237,9 +237,8 @@ static void revoke_done(struct apply_cmd *cmd)
     ls.revoking--;
     if (r != NULL) {
         struct lease *l = find(r->id);
-        if (cmd->rc == 0 || cmd->rc == CAIRN_ELEASENOTFOUND)
-            lease_revoked(r->id);
-        else if (l != NULL) { /* a store error: try again at the next tick */
+        /* a revoke that applied was taken out by rpc_apply_effects */
+        if (cmd->rc != 0 && cmd->rc != CAIRN_ELEASENOTFOUND && l != NULL) { /* a store error: try again at the next tick */
             l->revoking = 0;
             l->deadline = net_now_ms();
             heap_up(l->heap_idx);

@@ -419,31 +419,6 @@ void rpc_auth_role_get(struct grpc_call *c, const uint8_t *msg, size_t len)
 
 /* ---- Auth service: writes ---- */
 
-static void auth_write_done(struct apply_cmd *cmd)
-{
-    if (cmd->rc == 0) {
-        if (cmd->op == APPLY_AUTH_USER_DELETE ||
-            cmd->op == APPLY_AUTH_USER_CHANGE_PASSWORD) {
-            /* etcd's tokenProvider.invalidateUser */
-            ProtobufCMessage *m = protobuf_c_message_unpack(
-                cmd->op == APPLY_AUTH_USER_DELETE
-                    ? &etcdserverpb__auth_user_delete_request__descriptor
-                    : &etcdserverpb__auth_user_change_password_request__descriptor,
-                NULL, cmd->req_len, cmd->req);
-            if (m != NULL) {
-                /* both requests have the name as field 1 */
-                const char *name =
-                    cmd->op == APPLY_AUTH_USER_DELETE
-                        ? ((Etcdserverpb__AuthUserDeleteRequest *)m)->name
-                        : ((Etcdserverpb__AuthUserChangePasswordRequest *)m)->name;
-                auth_tokens_invalidate_user(name, strlen(name));
-                protobuf_c_message_free_unpacked(m, NULL);
-            }
-        }
-        auth_reload(srv->mvcc);
-    }
-    rpc_write_done(cmd);
-}
 
 static void submit_admin(struct grpc_call *c, enum apply_op op,
                          const ProtobufCMessageDescriptor *d, const uint8_t *msg,
@@ -458,7 +433,7 @@ static void submit_admin(struct grpc_call *c, enum apply_op op,
         grpc_finish_err(c, rc);
         return;
     }
-    rpc_submit(c, op, msg, len, auth_write_done);
+    rpc_submit(c, op, msg, len, rpc_write_done);
 }
 
 #define ADMIN_WRITE(fn, op, desc)                                              \
@@ -588,7 +563,7 @@ static void hashed_after(uv_work_t *w, int status)
     size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *b = arena_alloc(&c->arena, n + 1);
     protobuf_c_message_pack(m, b);
-    rpc_submit(c, j->op, b, n, auth_write_done);
+    rpc_submit(c, j->op, b, n, rpc_write_done);
 out:
     job_free(j);
 }
@@ -626,7 +601,7 @@ void rpc_auth_user_add(struct grpc_call *c, const uint8_t *msg, size_t len)
         size_t n = etcdserverpb__auth_user_add_request__get_packed_size(r);
         uint8_t *b = arena_alloc(&c->arena, n + 1);
         etcdserverpb__auth_user_add_request__pack(r, b);
-        rpc_submit(c, APPLY_AUTH_USER_ADD, b, n, auth_write_done);
+        rpc_submit(c, APPLY_AUTH_USER_ADD, b, n, rpc_write_done);
         return;
     }
     submit_hashed(c, APPLY_AUTH_USER_ADD, r->password, msg, len);

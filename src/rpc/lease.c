@@ -7,20 +7,6 @@
 #include "lease/lease.h"
 #include "rpc/rpc.h"
 
-static void grant_done(struct apply_cmd *cmd)
-{
-    if (cmd->rc == 0) {
-        Etcdserverpb__LeaseGrantRequest *r =
-            etcdserverpb__lease_grant_request__unpack(NULL, cmd->req_len,
-                                                      cmd->req);
-        if (r != NULL) {
-            lease_granted(r->id, r->ttl); /* even if the client has gone */
-            etcdserverpb__lease_grant_request__free_unpacked(r, NULL);
-        }
-    }
-    rpc_write_done(cmd);
-}
-
 void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__LeaseGrantRequest *r =
@@ -51,21 +37,7 @@ void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len)
     size_t n = etcdserverpb__lease_grant_request__get_packed_size(r);
     uint8_t *buf = arena_alloc(&c->arena, n + 1);
     etcdserverpb__lease_grant_request__pack(r, buf);
-    rpc_submit(c, APPLY_LEASE_GRANT, buf, n, grant_done);
-}
-
-static void revoke_done(struct apply_cmd *cmd)
-{
-    if (cmd->rc == 0) {
-        Etcdserverpb__LeaseRevokeRequest *r =
-            etcdserverpb__lease_revoke_request__unpack(NULL, cmd->req_len,
-                                                       cmd->req);
-        if (r != NULL) {
-            lease_revoked(r->id);
-            etcdserverpb__lease_revoke_request__free_unpacked(r, NULL);
-        }
-    }
-    rpc_write_done(cmd);
+    rpc_submit(c, APPLY_LEASE_GRANT, buf, n, rpc_write_done);
 }
 
 void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -81,7 +53,7 @@ void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, rc);
         return;
     }
-    rpc_submit(c, APPLY_LEASE_REVOKE, msg, len, revoke_done);
+    rpc_submit(c, APPLY_LEASE_REVOKE, msg, len, rpc_write_done);
 }
 
 /* KeepAlive: one answer per request; an unknown or expired lease answers

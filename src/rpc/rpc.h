@@ -56,6 +56,9 @@ void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
                 size_t len, void (*done)(struct apply_cmd *cmd));
 void rpc_write_done(struct apply_cmd *cmd);
+/* apply_on_effects hook: the lessor and auth cache follow applied
+ * commands (rpc/effects.c). */
+void rpc_apply_effects(struct apply_cmd *cmd);
 
 /* Auth (rpc/auth.c): the service's handlers ... */
 void rpc_auth_enable(struct grpc_call *c, const uint8_t *msg, size_t len);

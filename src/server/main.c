@@ -291,6 +291,7 @@ int main(int argc, char **argv)
         wo.progress_interval_ms = 100;
     watch_init(server.loop, server.mvcc, rpc_current_rev(), &wo);
     apply_on_commit(server.apply, watch_notify);
+    apply_on_effects(server.apply, rpc_apply_effects);
     /* etcd: minTTL = ceil(((3 * electionTicks) / 2) * heartbeat). */
     int64_t ticks = server.cfg.heartbeat_ms > 0
                         ? server.cfg.election_ms / server.cfg.heartbeat_ms

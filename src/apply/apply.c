@@ -163,6 +163,69 @@ static int apply_alarm(struct apply *a, struct mvcc_txn *t,
 }
 
 /* etcd's quota cost of a Txn: are there Puts among its top-level ops? */
+/* Membership: etcd's checks, deterministic on every member. */
+static int apply_member(struct mvcc_txn *t, struct apply_cmd *cmd,
+                        struct arena *ar)
+{
+    Etcdserverpb__Member *r =
+        etcdserverpb__member__unpack(&ar->pb, cmd->req_len, cmd->req);
+    Etcdserverpb__Member *cur = NULL;
+    const uint8_t *rec;
+    size_t len;
+    int rc;
+    if (r == NULL || r->id == 0)
+        return CAIRN_EBADMSG;
+    rc = mvcc_member_get(t, r->id, &rec, &len);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 && (cur = etcdserverpb__member__unpack(&ar->pb, len, rec)) == NULL)
+        return CAIRN_ESTORE;
+    if (rc == 2) /* etcd: ErrIDRemoved; the member was removed for good */
+        return cmd->op == APPLY_MEMBER_ADD ? CAIRN_EMEMBEREXIST
+                                           : CAIRN_EMEMBERNOTFOUND;
+    switch (cmd->op) {
+    case APPLY_MEMBER_ADD:
+        if (cur != NULL)
+            return CAIRN_EMEMBEREXIST;
+        cur = r;
+        break;
+    case APPLY_MEMBER_REMOVE:
+        /* members of the initial cluster that never published have no
+         * record; the proposer checked the ID is a member */
+        return mvcc_member_remove(t, r->id);
+    case APPLY_MEMBER_UPDATE:
+        if (cur == NULL) {
+            cur = r;
+            break;
+        }
+        cur->n_peerurls = r->n_peerurls;
+        cur->peerurls = r->peerurls;
+        break;
+    case APPLY_MEMBER_PROMOTE:
+        if (cur == NULL)
+            return CAIRN_EMEMBERNOTFOUND;
+        if (!cur->islearner)
+            return CAIRN_EMEMBERNOTLEARNER;
+        cur->islearner = 0;
+        break;
+    case APPLY_MEMBER_PUBLISH:
+        if (cur == NULL) {
+            cur = r;
+        } else {
+            cur->name = r->name;
+            cur->n_clienturls = r->n_clienturls;
+            cur->clienturls = r->clienturls;
+        }
+        break;
+    default:
+        return CAIRN_EBADMSG;
+    }
+    len = etcdserverpb__member__get_packed_size(cur);
+    uint8_t *b = arena_alloc(ar, len + 1);
+    etcdserverpb__member__pack(cur, b);
+    return mvcc_member_put(t, r->id, b, len);
+}
+
 static int txn_puts(const Etcdserverpb__TxnRequest *r)
 {
     for (size_t i = 0; i < r->n_success; i++)
@@ -187,7 +250,8 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
     /* etcd's corrupt applier refuses every write; its capped applier
      * (NOSPACE) refuses what would grow the store. */
     if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__CORRUPT)) &&
-        cmd->op != APPLY_ALARM)
+        cmd->op != APPLY_ALARM &&
+        !(cmd->op >= APPLY_MEMBER_ADD && cmd->op <= APPLY_MEMBER_PUBLISH))
         return CAIRN_ECORRUPT;
     if ((alarms & (1u << ETCDSERVERPB__ALARM_TYPE__NOSPACE)) &&
         (cmd->op == APPLY_PUT || cmd->op == APPLY_LEASE_GRANT))
@@ -197,6 +261,8 @@ static int apply_one(struct apply *a, struct mvcc_txn *t, struct apply_cmd *cmd,
     if (cmd->auth_rev != 0 && (rc = auth_apply_check(t, cmd->auth_rev)) != 0)
         return rc;
     rc = CAIRN_EBADMSG;
+    if (cmd->op >= APPLY_MEMBER_ADD && cmd->op <= APPLY_MEMBER_PUBLISH)
+        return apply_member(t, cmd, ar);
     if (cmd->op >= APPLY_AUTH_ENABLE) {
         Etcdserverpb__AuthEnableResponse resp =
             ETCDSERVERPB__AUTH_ENABLE_RESPONSE__INIT;
@@ -772,19 +838,6 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd)
     pthread_mutex_unlock(&a->mu);
 }
 
-void apply_submit_msg(struct apply *a, enum apply_op op,
-                      const ProtobufCMessage *m,
-                      void (*done)(struct apply_cmd *cmd), void *ud)
-{
-    struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
-    cmd->op = op;
-    cmd->req_len = protobuf_c_message_get_packed_size(m);
-    cmd->req = cairn_malloc(cmd->req_len + 1);
-    protobuf_c_message_pack(m, cmd->req);
-    cmd->done = done;
-    cmd->ud = ud;
-    apply_submit(a, cmd);
-}
 
 static void on_async_closed(uv_handle_t *h)
 {

@@ -41,6 +41,16 @@ enum apply_op {
     APPLY_AUTH_ROLE_DELETE,
     APPLY_AUTH_ROLE_GRANT_PERMISSION,
     APPLY_AUTH_ROLE_REVOKE_PERMISSION,
+    /* Membership (etcdserverpb.Member records in the store; src/repl
+     * changes raft's configuration to follow them). ADD carries the whole
+     * record; REMOVE, PROMOTE the ID; UPDATE the ID and peerURLs; PUBLISH
+     * (a member announcing itself, as etcd's publish) the ID, name and
+     * clientURLs, and peerURLs for a record not yet there. No response. */
+    APPLY_MEMBER_ADD = 50,
+    APPLY_MEMBER_REMOVE,
+    APPLY_MEMBER_UPDATE,
+    APPLY_MEMBER_PROMOTE,
+    APPLY_MEMBER_PUBLISH,
     /* No store effect: done() runs once every command submitted before it
      * is durable (linearizable reads wait on one). Never in the log. */
     APPLY_FENCE = 100,
@@ -90,11 +100,6 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd);
 void apply_fence(struct apply *a, void (*done)(void *ud), void *ud);
 /* The raft term response headers carry from now on. Any thread. */
 void apply_set_term(struct apply *a, uint64_t term);
-/* Packs @m into a new command @op and submits it; @done and @ud as in
- * struct apply_cmd (done must free the command). */
-void apply_submit_msg(struct apply *a, enum apply_op op,
-                      const ProtobufCMessage *m,
-                      void (*done)(struct apply_cmd *cmd), void *ud);
 /* Finishes queued commands, stops the thread. Their done() still runs. */
 void apply_stop(struct apply *a);
 void apply_cmd_free(struct apply_cmd *cmd);

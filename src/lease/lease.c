@@ -9,6 +9,7 @@
 #include "core/mem.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "lease/lease.h"
+#include "repl/repl.h"
 #include "metrics/metrics.h"
 #include "net/net.h"
 
@@ -36,6 +37,7 @@ static struct {
     size_t cap;
     uv_timer_t tick;
     int revoking, stopped;
+    int leader;             /* only the leader expires leases */
     uint64_t seq;
     uint64_t id_prefix, id_suffix;
 } ls;
@@ -266,17 +268,36 @@ static void submit_revoke(struct lease *l)
     l->deadline = INT64_MAX;
     heap_down(l->heap_idx);
     ls.revoking++;
-    apply_submit(ls.apply, cmd);
+    repl_submit(cmd);
 }
 
 static void submit_expired(void)
 {
     int64_t now = net_now_ms();
-    if (ls.stopped)
+    if (ls.stopped || !ls.leader)
         return;
     while (ls.n > 0 && ls.heap[0]->deadline <= now &&
            ls.revoking < LEASE_MAX_REVOKING)
         submit_revoke(ls.heap[0]);
+}
+
+void lease_promote(int64_t extend_ms)
+{
+    int64_t now = net_now_ms();
+    ls.leader = 1;
+    for (size_t i = 0; i < ls.n; i++) {
+        struct lease *l = ls.heap[i];
+        if (!l->revoking)
+            l->deadline = now + l->ttl * 1000 + extend_ms;
+    }
+    for (size_t i = ls.n / 2 + 1; i-- > 0;)
+        if (i < ls.n)
+            heap_down(i);
+}
+
+void lease_demote(void)
+{
+    ls.leader = 0;
 }
 
 static void on_tick(uv_timer_t *t)

@@ -38,6 +38,12 @@ int64_t lease_min_ttl(void);
 void lease_granted(int64_t id, int64_t ttl);
 void lease_revoked(int64_t id);
 
+/* Leadership: only the leader expires leases. On becoming leader every
+ * lease gets its full TTL plus @extend_ms (etcd's lessor.Promote), so none
+ * expires early because leadership moved. */
+void lease_promote(int64_t extend_ms);
+void lease_demote(void);
+
 /* Renews @id for its TTL. Returns 0 and its TTL, or CAIRN_ELEASENOTFOUND
  * (also for a lease that has expired and is being revoked). */
 int lease_renew(int64_t id, int64_t *ttl);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "metrics/metrics_int.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 #include "server/server.h"
 
@@ -231,14 +232,16 @@ static void expose_store(struct buf *b, const struct store_view *sv)
 static void expose_server(struct buf *b)
 {
     char id[32], ver[32];
-    double index = (double)apply_index(srv->apply);
+    double applied = (double)apply_index(srv->apply);
+    double committed = (double)repl_commit_index();
     /* etcd sets the gauge to the flag, then to the default when 0 */
     int64_t quota = srv->cfg.quota_backend_bytes < 0 ? srv->cfg.quota_backend_bytes
                                                      : rpc_quota_bytes();
 
     expose_client_requests(b);
     one(b, "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.", "gauge", 1);
+        "Whether or not a leader exists. 1 is existence, 0 is not.", "gauge",
+        repl_leader() != 0);
     one(b, "etcd_server_health_failures",
         "The total number of failed health checks", "counter",
         counter(&E->health_failures));
@@ -253,16 +256,17 @@ static void expose_server(struct buf *b)
              "server_id", id, 1);
     one(b, "etcd_server_is_leader",
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        "gauge", 1);
+        "gauge", repl_is_leader());
     one(b, "etcd_server_is_learner",
         "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-        "gauge", 0);
+        "gauge", repl_is_learner());
     one(b, "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen.", "counter", 1);
+        "The number of leader changes seen.", "counter",
+        (double)repl_leader_changes());
     one(b, "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.", "gauge", index);
+        "The total number of consensus proposals applied.", "gauge", applied);
     one(b, "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed.", "gauge", index);
+        "The total number of consensus proposals committed.", "gauge", committed);
     one(b, "etcd_server_proposals_failed_total",
         "The total number of failed proposals seen.", "counter",
         counter(&E->proposals_failed));

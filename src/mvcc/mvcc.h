@@ -91,6 +91,22 @@ int mvcc_alarm_del(struct mvcc_txn *t, uint64_t member, int type);
 typedef int (*mvcc_alarm_fn)(void *ud, uint64_t member, int type);
 int mvcc_alarms(struct mvcc_txn *t, mvcc_alarm_fn fn, void *ud);
 
+/* Cluster members (mvcc/members.c): @rec is a packed etcdserverpb.Member.
+ * Remove leaves a mark: get returns 2 for a removed ID, 1 for an unknown
+ * one. The iteration visits records (removed = 0, @rec the record) and
+ * marks (removed = 1, empty). */
+int mvcc_member_put(struct mvcc_txn *t, uint64_t id, const uint8_t *rec,
+                    size_t len);
+int mvcc_member_remove(struct mvcc_txn *t, uint64_t id);
+int mvcc_member_get(struct mvcc_txn *t, uint64_t id, const uint8_t **rec,
+                    size_t *len);
+typedef int (*mvcc_member_fn)(void *ud, uint64_t id, const uint8_t *rec,
+                              size_t len, int removed);
+int mvcc_members(struct mvcc_txn *t, mvcc_member_fn fn, void *ud);
+/* Writes a consistent compacted copy of the store to @fd (a file to
+ * replace data.mdb with). Any thread. */
+int mvcc_image_write(struct mvcc *m, int fd);
+
 int mvcc_read_begin(struct mvcc *m, struct mvcc_txn *t);
 void mvcc_read_end(struct mvcc_txn *t);
 

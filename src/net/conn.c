@@ -479,6 +479,20 @@ static void on_shutdown_timeout(uv_timer_t *t)
         net__conn_close(c);
 }
 
+void net_end_hasleader_streams(void)
+{
+    for (struct conn *c = conns; c != NULL; c = c->next) {
+        if (c->mode != CONN_H2)
+            continue;
+        for (struct grpc_call *k = c->calls, *kn; k != NULL; k = kn) {
+            kn = k->next;
+            if (k->long_lived && k->has_leader_md && !k->finished)
+                grpc_finish(k, GRPC_UNAVAILABLE, "etcdserver: no leader");
+        }
+        net__mark_dirty(c);
+    }
+}
+
 void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
 {
     shutting_down = 1;

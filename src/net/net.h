@@ -118,6 +118,10 @@ struct net_opts {
 int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o);
 /* Graceful shutdown: GOAWAY to every h2 connection, stop accepting; calls
  * @done once every connection has closed or after @grace_ms. */
+/* Ends the streams whose client asked for a leader (hasleader metadata)
+ * with etcd's "etcdserver: no leader": called after three election
+ * timeouts without one, as etcd's monitorLeader. */
+void net_end_hasleader_streams(void);
 void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void));
 
 #endif

@@ -39,11 +39,24 @@ void repl_stop(void (*cb)(void));
 /* Proposes @cmd (takes it): cmd->done() runs once this member applied it,
  * or with an error (CAIRN_ENOLEADER, CAIRN_ETIMEDOUT, CAIRN_ESTOPPED). */
 void repl_submit(struct apply_cmd *cmd);
+/* Packs @m into a new command @op and proposes it; @done must free it. */
+void repl_submit_msg(enum apply_op op, const ProtobufCMessage *m,
+                     void (*done)(struct apply_cmd *cmd), void *ud);
 
 /* Linearizable-read barrier: @cb(ud, 0) once this member's store holds
  * every write committed before the call; or an error (no leader, timed
  * out). A single-voter cluster answers at once. */
 void repl_read_index(void (*cb)(void *ud, int rc), void *ud);
+
+/* The leader's lessor renews a lease (@renew) or tells its TTL: answered
+ * here on the leader, asked of it elsewhere. @cb(ud, rc, ttl, remaining
+ * ms); rc CAIRN_ELEASENOTFOUND for an unknown lease. */
+typedef void (*repl_lease_cb)(void *ud, int rc, int64_t ttl, int64_t remaining_ms);
+void repl_lease(int renew, int64_t id, repl_lease_cb cb, void *ud);
+
+/* Where a store image received from the leader waits for the next start
+ * to replace the store (main.c puts it in place before opening it). */
+void repl_image_path(const char *data_dir, char *out, size_t n);
 
 int repl_is_leader(void);
 uint64_t repl_leader(void);           /* 0 when none is known */
@@ -66,6 +79,9 @@ struct repl_member {
 
 /* The members, at most @max; returns the count. */
 int repl_members(struct repl_member *out, int max);
+
+/* The member records changed (an applied APPLY_MEMBER_*): reread them. */
+void repl_members_changed(void);
 
 /* Cluster RPCs; @done(ud, rc, id) on the loop thread. */
 typedef void (*repl_member_cb)(void *ud, int rc, uint64_t id);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 struct route {
@@ -23,11 +24,11 @@ static const struct route routes[] = {
     {"/etcdserverpb.Lease/LeaseKeepAlive", rpc_lease_keepalive},
     {"/etcdserverpb.Lease/LeaseTimeToLive", rpc_lease_ttl},
     {"/etcdserverpb.Lease/LeaseLeases", rpc_lease_leases},
-    {"/etcdserverpb.Cluster/MemberAdd", NULL},
-    {"/etcdserverpb.Cluster/MemberRemove", NULL},
-    {"/etcdserverpb.Cluster/MemberUpdate", NULL},
+    {"/etcdserverpb.Cluster/MemberAdd", rpc_cluster_member_add},
+    {"/etcdserverpb.Cluster/MemberRemove", rpc_cluster_member_remove},
+    {"/etcdserverpb.Cluster/MemberUpdate", rpc_cluster_member_update},
     {"/etcdserverpb.Cluster/MemberList", rpc_cluster_member_list},
-    {"/etcdserverpb.Cluster/MemberPromote", NULL},
+    {"/etcdserverpb.Cluster/MemberPromote", rpc_cluster_member_promote},
     {"/etcdserverpb.Maintenance/Alarm", rpc_maint_alarm},
     {"/etcdserverpb.Maintenance/Status", rpc_maint_status},
     {"/etcdserverpb.Maintenance/Defragment", rpc_maint_defragment},
@@ -64,6 +65,13 @@ static const struct route routes[] = {
     {"/grpc.health.v1.Health/Watch", rpc_health_watch},
 };
 
+static int learner_ok(const char *path)
+{
+    return strcmp(path, "/etcdserverpb.Maintenance/Status") == 0 ||
+           strcmp(path, "/etcdserverpb.KV/Range") == 0 ||
+           strncmp(path, "/grpc.health.v1.Health/", 23) == 0;
+}
+
 void rpc_dispatch(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     char m[256];
@@ -73,6 +81,17 @@ void rpc_dispatch(struct grpc_call *c, const uint8_t *msg, size_t len)
         if (routes[i].fn == NULL) {
             snprintf(m, sizeof m, "cairn: %s is not implemented yet", c->path + 1);
             grpc_finish(c, GRPC_UNIMPLEMENTED, m);
+            return;
+        }
+        /* etcd's interceptors: a learner serves Status and serializable
+         * Ranges only (Range checks the latter); a client that asked for
+         * a leader hears there is none */
+        if (repl_is_learner() && !learner_ok(c->path)) {
+            grpc_finish_err(c, CAIRN_ENOTLEARNERRPC);
+            return;
+        }
+        if (c->has_leader_md && repl_leader() == 0) {
+            grpc_finish_err(c, CAIRN_ENOLEADER);
             return;
         }
         routes[i].fn(c, msg, len);

@@ -6,6 +6,7 @@
 #include "auth/auth.h"
 #include "core/err.h"
 #include "lease/lease.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 static void lease_effects(struct apply_cmd *cmd)
@@ -57,7 +58,10 @@ void rpc_apply_effects(struct apply_cmd *cmd)
 {
     if (cmd->op == APPLY_LEASE_GRANT || cmd->op == APPLY_LEASE_REVOKE)
         lease_effects(cmd);
-    else if (cmd->op >= APPLY_AUTH_ENABLE && cmd->op < APPLY_FENCE &&
-             cmd->rc == 0)
+    else if (cmd->op >= APPLY_AUTH_ENABLE &&
+             cmd->op <= APPLY_AUTH_ROLE_REVOKE_PERMISSION && cmd->rc == 0)
         auth_effects(cmd);
+    else if (cmd->op >= APPLY_MEMBER_ADD && cmd->op <= APPLY_MEMBER_PUBLISH &&
+             cmd->rc == 0)
+        repl_members_changed();
 }

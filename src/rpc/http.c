@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "metrics/metrics.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 #define TEXT "text/plain; charset=utf-8"
@@ -146,12 +147,24 @@ static int corruption_check(char *err, size_t n)
     return 0;
 }
 
-/* cairn is never a learner. */
 static int learner_check(char *err, size_t n)
 {
-    (void)err;
-    (void)n;
+    if (repl_is_learner()) {
+        snprintf(err, n, "this member is a learner");
+        return -1;
+    }
     return 0;
+}
+
+/* A read that cannot be linearized without a leader fails (etcd's
+ * linearizable_read check waits for a read index). */
+static int leader_read_check(char *err, size_t n)
+{
+    if (repl_leader() == 0) {
+        snprintf(err, n, "%s", cairn_err_msg(CAIRN_ENOLEADER));
+        return -1;
+    }
+    return read_check(err, n);
 }
 
 struct check {
@@ -166,7 +179,7 @@ static const struct check livez_checks[] = {
 static const struct check readyz_checks[] = {
     {"data_corruption", corruption_check},
     {"serializable_read", read_check},
-    {"linearizable_read", read_check},
+    {"linearizable_read", leader_read_check},
     {"non_learner", learner_check},
 };
 
@@ -248,8 +261,7 @@ static int find_checks(const char *path, size_t plen, struct registry *reg)
     return 0;
 }
 
-/* etcd 3.5's /health: alarms (unless excluded), leader (always, one
- * member), then a read. */
+/* etcd 3.5's /health: alarms (unless excluded), a leader, then a read. */
 static void serve_health(const struct query *q, struct http_reply *r)
 {
     static const struct {
@@ -265,6 +277,8 @@ static void serve_health(const struct query *q, struct http_reply *r)
     for (size_t i = 0; i < sizeof alarms / sizeof alarms[0] && !*reason; i++)
         if ((mask & (1u << alarms[i].type)) && !excluded(q, alarms[i].name))
             snprintf(reason, sizeof reason, "%s", alarms[i].reason);
+    if (!*reason && !repl_is_learner() && repl_leader() == 0)
+        snprintf(reason, sizeof reason, "RAFT NO LEADER");
     if (!*reason && read_check(err, sizeof err) != 0)
         snprintf(reason, sizeof reason, "RANGE ERROR:%s", err);
     metrics_health_result(!*reason);

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "metrics/metrics.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev)
@@ -83,7 +84,12 @@ void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
     cmd->ud = c;
     c->ud = cmd;
     c->on_cancel = write_cancel;
-    apply_submit(srv->apply, cmd);
+    if (repl_is_learner()) {
+        cmd->rc = CAIRN_ENOTLEARNERRPC;
+        done(cmd);
+        return;
+    }
+    repl_submit(cmd);
 }
 
 void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -152,7 +158,85 @@ void rpc_kv_compact(struct grpc_call *c, const uint8_t *msg, size_t len)
     rpc_submit(c, APPLY_COMPACT, msg, len, rpc_write_done);
 }
 
+/* ---- waiting on something asynchronous for a call ---- */
+
+static void wait_cancel(struct grpc_call *c)
+{
+    struct rpc_wait *w = c->ud;
+    if (w != NULL)
+        w->c = NULL;
+    c->ud = NULL;
+}
+
+struct rpc_wait *rpc_wait_new(struct grpc_call *c)
+{
+    struct rpc_wait *w = cairn_calloc(1, sizeof *w);
+    w->c = c;
+    c->ud = w;
+    c->on_cancel = wait_cancel;
+    return w;
+}
+
+struct grpc_call *rpc_wait_take(struct rpc_wait *w)
+{
+    struct grpc_call *c = w->c;
+    if (c != NULL) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+    }
+    cairn_free(w);
+    return c;
+}
+
 /* ---- reads ---- */
+
+/* A linearizable read first waits for the read index (src/repl): the
+ * leader confirmed it leads and this member applied everything committed
+ * before the read arrived. */
+struct lin {
+    struct grpc_call *c; /* NULL once the call has gone */
+    void (*cont)(struct grpc_call *c, void *r);
+    void *r;
+};
+
+static void lin_cancel(struct grpc_call *c)
+{
+    struct lin *l = c->ud;
+    if (l != NULL)
+        l->c = NULL;
+    c->ud = NULL;
+}
+
+static void lin_done(void *ud, int rc)
+{
+    struct lin *l = ud;
+    struct grpc_call *c = l->c;
+    if (c != NULL) {
+        c->ud = NULL;
+        c->on_cancel = NULL;
+        if (rc != 0)
+            grpc_finish_err(c, rc);
+        else
+            l->cont(c, l->r);
+    }
+    cairn_free(l);
+}
+
+void rpc_linearize(struct grpc_call *c, void (*cont)(struct grpc_call *c, void *r),
+                   void *r)
+{
+    if (repl_is_learner()) {
+        grpc_finish_err(c, CAIRN_ENOTLEARNERRPC);
+        return;
+    }
+    struct lin *l = cairn_calloc(1, sizeof *l);
+    l->c = c;
+    l->cont = cont;
+    l->r = r;
+    c->ud = l;
+    c->on_cancel = lin_cancel;
+    repl_read_index(lin_done, l);
+}
 
 static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest *r);
 
@@ -248,8 +332,6 @@ static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest 
         rpc_bad_message(c);
         return;
     }
-    /* One member: every committed write is applied, so a local read is
-     * also linearizable. */
     if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
         grpc_finish_err(c, rc);
         return;
@@ -262,6 +344,8 @@ static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest 
     mvcc_read_end(&t);
     rpc_finish(c, rc);
 }
+
+static void range_read(struct grpc_call *c, void *rp);
 
 void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
@@ -279,15 +363,25 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     metrics_mvcc_range();
+    if (r->serializable)
+        range_read(c, r);
+    else
+        rpc_linearize(c, range_read, r);
+}
+
+static void range_read(struct grpc_call *c, void *rp)
+{
+    Etcdserverpb__RangeRequest *r = rp;
     /* A single key is quicker here than a trip to another thread. */
     if (r->range_end.len == 0) {
         range_on_loop(c, r);
         return;
     }
     struct range_job *j = cairn_calloc(1, sizeof *j);
+    size_t len = etcdserverpb__range_request__get_packed_size(r);
     j->c = c;
     j->req = cairn_malloc(len + 1);
-    memcpy(j->req, msg, len);
+    etcdserverpb__range_request__pack(r, j->req);
     j->req_len = len;
     c->ud = j;
     c->on_cancel = range_job_cancel;
@@ -300,12 +394,12 @@ void rpc_kv_range(struct grpc_call *c, const uint8_t *msg, size_t len)
     }
 }
 
+static void txn_read(struct grpc_call *c, void *rp);
+
 void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__TxnRequest *r =
         etcdserverpb__txn_request__unpack(&c->arena.pb, len, msg);
-    Etcdserverpb__TxnResponse resp;
-    struct mvcc_txn t;
     int rc;
 
     if (r == NULL) {
@@ -326,7 +420,18 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_submit(c, APPLY_TXN, msg, len, rpc_write_done);
         return;
     }
-    /* Read-only: no revision, no trip through the write path. */
+    /* Read-only: no revision, no trip through the write path; a
+     * linearizable read (etcd serves read-only txns so). */
+    rpc_linearize(c, txn_read, r);
+}
+
+static void txn_read(struct grpc_call *c, void *rp)
+{
+    Etcdserverpb__TxnRequest *r = rp;
+    Etcdserverpb__TxnResponse resp;
+    struct mvcc_txn t;
+    int rc;
+
     if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
         grpc_finish_err(c, rc);
         return;

@@ -3,8 +3,10 @@
  * lessor on the loop thread, as etcd's leader answers them locally. */
 #include <string.h>
 
+#include "core/err.h"
 #include "core/mem.h"
 #include "lease/lease.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len)
@@ -57,15 +59,70 @@ void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len)
 }
 
 /* KeepAlive: one answer per request; an unknown or expired lease answers
- * TTL 0. The client closing its side ends the call with OK (etcd). */
+ * TTL 0. The client closing its side ends the call with OK (etcd). The
+ * leader's lessor renews (src/repl asks it from a follower), so answers may
+ * come later than the request: the stream's state outlives the call until
+ * the last one is in. */
+struct ka {
+    struct grpc_call *c; /* NULL once the call has gone */
+    int waiting;         /* renewals asked of the leader */
+};
+
+struct ka_req {
+    struct ka *ka;
+    int64_t id;
+};
+
+static void ka_release(struct ka *ka)
+{
+    if (ka->c == NULL && ka->waiting == 0)
+        cairn_free(ka);
+}
+
+static void ka_cancel(struct grpc_call *c)
+{
+    struct ka *ka = c->ud;
+    c->ud = NULL;
+    if (ka != NULL) {
+        ka->c = NULL;
+        ka_release(ka);
+    }
+}
+
+static void ka_renewed(void *ud, int rc, int64_t ttl, int64_t remaining_ms)
+{
+    struct ka_req *q = ud;
+    struct ka *ka = q->ka;
+    (void)remaining_ms;
+    ka->waiting--;
+    if (ka->c != NULL) {
+        Etcdserverpb__LeaseKeepAliveResponse resp =
+            ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
+        Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+        if (rc == 0 || rc == CAIRN_ELEASENOTFOUND) {
+            rpc_header(&h, rpc_current_rev());
+            resp.header = &h;
+            resp.id = q->id;
+            resp.ttl = rc == 0 ? ttl : 0;
+            grpc_send_pb(ka->c, &resp);
+        } else {
+            /* no leader to renew with: etcd ends the stream so */
+            struct grpc_call *c = ka->c;
+            c->ud = NULL;
+            c->on_cancel = NULL;
+            ka->c = NULL;
+            grpc_finish_err(c, rc);
+        }
+    }
+    cairn_free(q);
+    ka_release(ka);
+}
+
 static void keepalive_msg(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     struct arena a;
     Etcdserverpb__LeaseKeepAliveRequest *r;
-    Etcdserverpb__LeaseKeepAliveResponse resp =
-        ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    int64_t ttl = 0;
+    struct ka *ka = c->ud;
 
     arena_init(&a);
     r = etcdserverpb__lease_keep_alive_request__unpack(&a.pb, len, msg);
@@ -75,42 +132,52 @@ static void keepalive_msg(struct grpc_call *c, const uint8_t *msg, size_t len)
                     "grpc: failed to unmarshal the received message");
         return;
     }
-    if (lease_renew(r->id, &ttl) != 0)
-        ttl = 0;
-    rpc_header(&h, rpc_current_rev());
-    resp.header = &h;
-    resp.id = r->id;
-    resp.ttl = ttl;
-    grpc_send_pb(c, &resp);
+    struct ka_req *q = cairn_calloc(1, sizeof *q);
+    q->ka = ka;
+    q->id = r->id;
+    ka->waiting++;
     arena_free(&a);
+    repl_lease(1, q->id, ka_renewed, q);
 }
 
 static void keepalive_half_close(struct grpc_call *c)
 {
+    struct ka *ka = c->ud;
+    c->ud = NULL;
+    c->on_cancel = NULL;
+    if (ka != NULL) {
+        ka->c = NULL;
+        ka_release(ka);
+    }
     grpc_finish(c, GRPC_OK, NULL);
 }
 
 void rpc_lease_keepalive(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
+    struct ka *ka = cairn_calloc(1, sizeof *ka);
+    ka->c = c;
+    c->ud = ka;
+    c->on_cancel = ka_cancel;
     c->on_msg = keepalive_msg;
     c->on_half_close = keepalive_half_close;
     c->long_lived = 1;
     keepalive_msg(c, msg, len);
 }
 
-void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len)
+static void ttl_answer(void *ud, int qrc, int64_t ttl, int64_t remaining_ms)
 {
-    Etcdserverpb__LeaseTimeToLiveRequest *r =
-        etcdserverpb__lease_time_to_live_request__unpack(&c->arena.pb, len, msg);
+    Etcdserverpb__LeaseTimeToLiveRequest *r = ((struct rpc_wait *)ud)->r;
+    struct grpc_call *c = rpc_wait_take(ud);
     Etcdserverpb__LeaseTimeToLiveResponse resp =
         ETCDSERVERPB__LEASE_TIME_TO_LIVE_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    int64_t ttl, remaining_ms;
     struct mvcc_txn t;
     int rc;
 
-    if (r == NULL) {
-        rpc_bad_message(c);
+    if (c == NULL)
+        return;
+    if (qrc != 0 && qrc != CAIRN_ELEASENOTFOUND) {
+        grpc_finish_err(c, qrc);
         return;
     }
     if ((rc = mvcc_read_begin(srv->mvcc, &t)) != 0) {
@@ -120,7 +187,7 @@ void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len)
     rpc_header(&h, t.rev);
     resp.header = &h;
     resp.id = r->id;
-    if (lease_lookup(r->id, &ttl, &remaining_ms) != 0) {
+    if (qrc != 0) {
         resp.ttl = -1; /* etcd: unknown lease, not an error */
     } else {
         /* etcd truncates Remaining() to whole seconds. */
@@ -133,6 +200,19 @@ void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_send_pb(c, &resp);
     mvcc_read_end(&t);
     rpc_finish(c, rc);
+}
+
+void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    Etcdserverpb__LeaseTimeToLiveRequest *r =
+        etcdserverpb__lease_time_to_live_request__unpack(&c->arena.pb, len, msg);
+    if (r == NULL) {
+        rpc_bad_message(c);
+        return;
+    }
+    struct rpc_wait *w = rpc_wait_new(c);
+    w->r = r;
+    repl_lease(0, r->id, ttl_answer, w);
 }
 
 void rpc_lease_leases(struct grpc_call *c, const uint8_t *msg, size_t len)

@@ -7,6 +7,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 
 #define DEFAULT_QUOTA ((int64_t)2 << 30)
@@ -65,7 +66,7 @@ int rpc_quota_check(int64_t cost)
         r.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
         r.memberid = srv->member_id;
         r.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
-        apply_submit_msg(srv->apply, APPLY_ALARM, &r.base, alarm_raised, NULL);
+        repl_submit_msg(APPLY_ALARM, &r.base, alarm_raised, NULL);
     }
     return CAIRN_ECAPPED;
 }
@@ -101,17 +102,20 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
     resp.version = CAIRN_ETCD_VERSION;
     resp.dbsize = size;
     resp.dbsizeinuse = in_use;
-    resp.leader = srv->member_id;
-    resp.raftterm = srv->raft_term;
-    resp.raftindex = apply_index(srv->apply);
-    resp.raftappliedindex = resp.raftindex;
+    resp.leader = repl_leader();
+    resp.raftterm = repl_term();
+    resp.raftindex = repl_commit_index();
+    resp.raftappliedindex = apply_index(srv->apply);
+    resp.islearner = repl_is_learner();
     resp.dbsizequota = rpc_quota_bytes();
     resp.storageversion = CAIRN_ETCD_CLUSTER_VERSION;
     resp.downgradeinfo = &dg; /* etcd 3.6 always sends it; none running */
     resp.n_errors = (size_t)apply_alarm_list(srv->apply, al, 16);
-    resp.errors = arena_alloc(&c->arena, (resp.n_errors + 1) * sizeof(char *));
+    resp.errors = arena_alloc(&c->arena, (resp.n_errors + 2) * sizeof(char *));
     for (size_t i = 0; i < resp.n_errors; i++)
         resp.errors[i] = alarm_string(&c->arena, al[i].member, al[i].type);
+    if (resp.leader == 0) /* etcd 3.4's Status says so too */
+        resp.errors[resp.n_errors++] = (char *)"etcdserver: no leader";
     grpc_send_pb(c, &resp);
     grpc_finish(c, GRPC_OK, NULL);
 }
@@ -322,9 +326,26 @@ void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len)
     apply_defrag(srv->apply, defrag_done, d);
 }
 
-/* One member is always its own leader: moving leadership to itself is done
- * at once (as raft ignores a transfer to the leader); any other target is
- * not a member. */
+/* MoveLeader: raft's leadership transfer, on the leader only (etcd 3.4
+ * answers "etcdserver: not leader" elsewhere). */
+static void move_done(void *ud, int rc, uint64_t id)
+{
+    struct grpc_call *c = rpc_wait_take(ud);
+    Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    (void)id;
+    if (c == NULL) /* the call went away */
+        return;
+    if (rc != 0) {
+        grpc_finish_err(c, rc);
+        return;
+    }
+    rpc_header(&h, 0); /* etcd leaves the revision out */
+    resp.header = &h;
+    grpc_send_pb(c, &resp);
+    grpc_finish(c, GRPC_OK, NULL);
+}
+
 void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__MoveLeaderRequest *r =
@@ -335,42 +356,7 @@ void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if (r->targetid != srv->member_id) {
-        grpc_finish_err(c, CAIRN_EBADTRANSFEREE);
-        return;
-    }
-    rpc_header(&h, 0); /* etcd leaves the revision out */
-    resp.header = &h;
-    grpc_send_pb(c, &resp);
-    grpc_finish(c, GRPC_OK, NULL);
-}
-
-void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
-                             size_t len)
-{
-    Etcdserverpb__MemberListRequest *r =
-        etcdserverpb__member_list_request__unpack(&c->arena.pb, len, msg);
-    Etcdserverpb__MemberListResponse resp =
-        ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
-    Etcdserverpb__Member m = ETCDSERVERPB__MEMBER__INIT, *mp = &m;
-
-    if (r == NULL) {
-        rpc_bad_message(c);
-        return;
-    }
-    rpc_header(&h, 0); /* etcd leaves the revision out here */
-    m.id = srv->member_id;
-    m.name = (char *)srv->cfg.name;
-    m.n_peerurls = (size_t)srv->n_peer_urls;
-    m.peerurls = srv->peer_urls;
-    m.n_clienturls = (size_t)srv->n_client_urls;
-    m.clienturls = srv->client_urls;
-    resp.header = &h;
-    resp.n_members = 1;
-    resp.members = &mp;
-    grpc_send_pb(c, &resp);
-    grpc_finish(c, GRPC_OK, NULL);
+    repl_transfer(r->targetid, move_done, rpc_wait_new(c));
 }
 
 static int health_service_known(const Grpc__Health__V1__HealthCheckRequest *r)

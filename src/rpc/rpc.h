@@ -45,6 +45,11 @@ int64_t rpc_cost_lease(void);
 int rpc_quota_check(int64_t cost);
 /* Streams the store as an etcd bbolt db (rpc/snapshot.c). */
 void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_cluster_member_add(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_cluster_member_remove(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_cluster_member_update(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_cluster_member_promote(struct grpc_call *c, const uint8_t *msg,
+                                size_t len);
 void rpc_cluster_member_list(struct grpc_call *c, const uint8_t *msg,
                              size_t len);
 void rpc_health_check(struct grpc_call *c, const uint8_t *msg, size_t len);
@@ -56,6 +61,20 @@ void rpc_health_watch(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_submit(struct grpc_call *c, enum apply_op op, const uint8_t *msg,
                 size_t len, void (*done)(struct apply_cmd *cmd));
 void rpc_write_done(struct apply_cmd *cmd);
+/* A call waiting for a callback: the call may go away (client reset,
+ * deadline) before it comes. rpc_wait_new uses c->ud and c->on_cancel;
+ * rpc_wait_take frees @w and returns the call, or NULL when it has gone. */
+struct rpc_wait {
+    struct grpc_call *c;
+    void *r;             /* the request, in the call's arena */
+};
+struct rpc_wait *rpc_wait_new(struct grpc_call *c);
+struct grpc_call *rpc_wait_take(struct rpc_wait *w);
+
+/* Runs @cont(c, r) once a linearizable read may be served (the read
+ * index); finishes the call with the error otherwise. Uses c->ud. */
+void rpc_linearize(struct grpc_call *c, void (*cont)(struct grpc_call *c, void *r),
+                   void *r);
 /* apply_on_effects hook: the lessor and auth cache follow applied
  * commands (rpc/effects.c). */
 void rpc_apply_effects(struct apply_cmd *cmd);

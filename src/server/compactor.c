@@ -10,6 +10,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "repl/repl.h"
 #include "server/config.h"
 
 #define HOUR_MS (3600 * 1000LL)
@@ -64,7 +65,7 @@ static void compact(int64_t rev)
     log_infow(cp.periodic ? "starting auto periodic compaction"
                           : "starting auto revision compaction",
               LOG_INT("revision", rev));
-    apply_submit_msg(cp.apply, APPLY_COMPACT, &r.base, compact_done,
+    repl_submit_msg(APPLY_COMPACT, &r.base, compact_done,
                      (void *)(intptr_t)rev);
 }
 
@@ -82,7 +83,8 @@ static void sample(void)
  * ago is compacted (then every hour at most, as etcd). */
 static void on_periodic(uv_timer_t *t)
 {
-    if (cp.inflight)
+    /* etcd's compactor runs on the leader only */
+    if (cp.inflight || !repl_is_leader())
         return;
     if (now_ms() - cp.last_success >= cp.base_ms) {
         int64_t per = cp.period_ms > HOUR_MS ? HOUR_MS : cp.period_ms;
@@ -96,7 +98,7 @@ static void on_periodic(uv_timer_t *t)
 static void on_revision(uv_timer_t *t)
 {
     int64_t rev = apply_rev(cp.apply) - cp.retention;
-    if (cp.inflight || rev <= 0 || rev == cp.prev)
+    if (cp.inflight || rev <= 0 || rev == cp.prev || !repl_is_leader())
         return;
     compact(rev);
 }

@@ -42,6 +42,7 @@ struct config {
     const char *cipher_suites;             /* Go's names, comma-separated */
     const char *tls_min_version, *tls_max_version;
     int client_cert_auth, auto_tls;
+    int strict_reconfig_check;             /* --strict-reconfig-check */
     int64_t max_request_bytes;
     int64_t max_txn_ops;
     int64_t quota_backend_bytes;

@@ -1,5 +1,6 @@
 /* argv -> config -> store -> apply thread -> listeners -> loop. */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <openssl/evp.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include "core/mem.h"
 #include "lease/lease.h"
 #include "net/net.h"
+#include "repl/repl.h"
 #include "rpc/rpc.h"
 #include "server/compactor.h"
 #include "server/encryption.h"
@@ -77,14 +79,22 @@ uint64_t server_cluster_id(const uint64_t *ids, int n)
     return be64(md);
 }
 
-/* Finds this member's peer URLs in --initial-cluster, computes every
- * member's ID, and refuses clusters of more than one member (replication is
- * not built yet). */
+/* Finds this member's peer URLs in --initial-cluster and computes the
+ * member and cluster IDs as etcd does (every member's ID from its peer URLs
+ * and the cluster token; the cluster's from the sorted member IDs). */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int identity(struct server *s)
 {
-    char *ic = cairn_strdup(s->cfg.initial_cluster), *ents[64];
-    int n = config_split(ic, ents, 64), mine = 0;
+    char *ic = cairn_strdup(s->cfg.initial_cluster), *ents[128];
+    int n = config_split(ic, ents, 128), mine = 0;
     char *names[64];
+    char *urls[64][CONFIG_MAX_URLS];
+    int nurls[64];
     uint64_t ids[64];
     int nm = 0;
 
@@ -101,8 +111,16 @@ static int identity(struct server *s)
             if (strcmp(names[j], ents[i]) == 0)
                 found = j;
         if (found < 0) {
-            names[nm++] = ents[i];
+            if (nm == 64) {
+                log_error("--initial-cluster: more than 64 members");
+                return -1;
+            }
+            found = nm;
+            names[nm] = ents[i];
+            nurls[nm++] = 0;
         }
+        if (nurls[found] < CONFIG_MAX_URLS)
+            urls[found][nurls[found]++] = eq + 1;
         if (strcmp(ents[i], s->cfg.name) == 0) {
             s->peer_urls[s->n_peer_urls++] = eq + 1;
             mine = 1;
@@ -115,16 +133,12 @@ static int identity(struct server *s)
         log_errorw("discovery failed", LOG_STR("error", e)); /* etcd's words */
         return -1;
     }
-    if (nm > 1) {
-        log_errorw("--initial-cluster names more than one member; replication "
-                   "is not built yet, so cairn runs one member only",
-                   LOG_INT("members", nm));
-        return -1;
-    }
     s->member_id = server_member_id(s->peer_urls, s->n_peer_urls,
                                     s->cfg.initial_cluster_token);
-    ids[0] = s->member_id;
-    s->cluster_id = server_cluster_id(ids, 1);
+    for (int j = 0; j < nm; j++)
+        ids[j] = server_member_id(urls[j], nurls[j], s->cfg.initial_cluster_token);
+    qsort(ids, (size_t)nm, sizeof *ids, cmp_u64);
+    s->cluster_id = server_cluster_id(ids, nm);
     char *cu = cairn_strdup(s->cfg.advertise_client_urls);
     s->n_client_urls = config_split(cu, s->client_urls, CONFIG_MAX_URLS);
     return 0;
@@ -155,9 +169,9 @@ static void on_trim(uv_timer_t *t)
     malloc_trim(0);
 }
 
-static void on_net_closed(void)
+static void on_repl_stopped(void)
 {
-    /* Every connection is gone: finish the write path and stop. */
+    /* raft is closed: nothing feeds the write path any more */
     apply_stop(srv->apply);
     srv->apply = NULL;
     uv_close((uv_handle_t *)&sig_term, NULL);
@@ -165,6 +179,56 @@ static void on_net_closed(void)
     uv_close((uv_handle_t *)&trim_timer, NULL);
     server_encryption_stop();
     uv_stop(srv->loop);
+}
+
+static void on_net_closed(void)
+{
+    /* Every connection is gone: leave raft, then finish the write path. */
+    repl_stop(on_repl_stopped);
+}
+
+static void stop_serving(void)
+{
+    watch_shutdown(); /* watch streams would hold connections open */
+    lease_shutdown();
+    server_compactor_stop();
+    net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
+}
+
+static int restart_after;
+static char **saved_argv;
+
+void server_restart(void)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    restart_after = 1;
+    stop_serving();
+}
+
+/* A store image from the leader (repl) replaces the store before it is
+ * opened: atomically, by rename. */
+static int put_image_in_place(const char *dir)
+{
+    char image[4096], data[4096];
+    repl_image_path(dir, image, sizeof image);
+    if (access(image, F_OK) != 0)
+        return 0;
+    snprintf(data, sizeof data, "%s/data.mdb", dir);
+    if (rename(image, data) != 0) {
+        log_error("server: cannot put the store image %s in place: %s", image,
+                  strerror(errno));
+        return -1;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    log_infow("server: the store image from the leader is in place",
+              LOG_STR("path", data));
+    return 0;
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -179,11 +243,9 @@ static void on_signal(uv_signal_t *h, int signum)
     if (rc < 0)
         log_warnw("failed to notify systemd of stopping",
                   LOG_STR("error", strerror(-rc)));
-    watch_shutdown(); /* watch streams would hold connections open */
-    lease_shutdown();
-    server_compactor_stop();
-    net_shutdown(srv->loop, SHUTDOWN_GRACE_MS, on_net_closed);
+    stop_serving();
 }
+
 
 /* Thread-pool jobs (lists, hashes, snapshot exports) hold read txns: the
  * store may close only once their completions have run. Their calls are
@@ -198,22 +260,6 @@ static void drain_pool(uv_loop_t *loop)
     }
 }
 
-/* Each start is a new term, as a single etcd member campaigns again. */
-static int load_term(struct server *s)
-{
-    struct mvcc_txn t;
-    int rc = mvcc_write_begin(s->mvcc, &t);
-    if (rc != 0)
-        return rc;
-    s->raft_term = (uint64_t)mvcc_meta_get(&t, "term", 1) + 1;
-    rc = mvcc_meta_put(&t, "term", (int64_t)s->raft_term);
-    if (rc == 0)
-        rc = mvcc_write_commit(&t);
-    else
-        mvcc_write_abort(&t);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     static struct server server;
@@ -224,6 +270,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
         return snap_cli(argc - 1, argv + 1);
     srv = &server;
+    saved_argv = argv;
     signal(SIGPIPE, SIG_IGN);
     rc = config_parse(&server.cfg, argc, argv);
     if (rc == 1) {
@@ -258,14 +305,12 @@ int main(int argc, char **argv)
     int member_initialized = access(server.cfg.data_dir, F_OK) == 0;
     startup_log_starting(&server, member_initialized);
     int64_t t0 = startup_now_ns();
+    if (put_image_in_place(server.cfg.data_dir) != 0)
+        return 1;
     rc = mvcc_open(server.cfg.data_dir, MAP_SIZE, &server.mvcc);
     if (rc != 0) {
         log_error("server: cannot open data dir %s: %s", server.cfg.data_dir,
                   cairn_err_msg(rc));
-        return 1;
-    }
-    if ((rc = load_term(&server)) != 0) {
-        log_error("server: cannot write to data dir: %s", cairn_err_msg(rc));
         return 1;
     }
     if (server_encryption_open(&server) != 0)
@@ -282,7 +327,7 @@ int main(int argc, char **argv)
                                server.cfg.auto_compaction_retention) != 0)
         return 2;
     struct watch_opts wo = {server.cluster_id, server.member_id,
-                            server.raft_term,
+                            &server.raft_term,
                             /* etcd: MaxRequestBytes + grpcOverheadBytes */
                             (size_t)server.cfg.max_request_bytes + 512 * 1024,
                             server.cfg.progress_notify_ms};
@@ -312,6 +357,10 @@ int main(int argc, char **argv)
         log_error("server: %s", aerr);
         return 1;
     }
+    /* last: raft may apply entries as soon as it starts, and the lessor,
+     * watchers and auth cache follow what is applied */
+    if (repl_start(server.loop, &server) != 0)
+        return 1;
     /* gRPC's receive limit is the request limit plus 512 KiB of headroom
      * (etcd's v3rpc/grpc.go). */
     nopts.max_recv_bytes = (size_t)server.cfg.max_request_bytes + 512 * 1024;
@@ -350,5 +399,11 @@ int main(int argc, char **argv)
     auth_close();
     mvcc_close(server.mvcc);
     log_info("server: stopped");
+    if (restart_after) {
+        log_info("server: starting again");
+        execv("/proc/self/exe", saved_argv);
+        log_error("server: cannot start again: %s", strerror(errno));
+        return 1;
+    }
     return 0;
 }

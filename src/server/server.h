@@ -25,6 +25,10 @@ struct server {
 
 extern struct server *srv;
 
+/* Shuts down as SIGTERM does, then starts again in place (execv, same
+ * PID and arguments): a follower loads a store image this way. */
+void server_restart(void);
+
 /* etcd's member and cluster IDs: sha1 over the member's sorted peer URLs
  * and the cluster token; the cluster ID over the sorted member IDs. */
 uint64_t server_member_id(char **peer_urls, int n, const char *token);

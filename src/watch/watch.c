@@ -79,7 +79,7 @@ static struct bytes pack_header(struct arena *a, int64_t rev)
     struct bytes b;
     h.cluster_id = hub.o.cluster_id;
     h.member_id = hub.o.member_id;
-    h.raft_term = hub.o.raft_term;
+    h.raft_term = hub.o.raft_term ? *hub.o.raft_term : 0;
     h.revision = rev;
     b.n = etcdserverpb__response_header__get_packed_size(&h);
     b.p = arena_alloc(a, b.n + 1);
@@ -94,7 +94,7 @@ static void send_ctrl(struct watch_stream *ws, Etcdserverpb__WatchResponse *r,
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     h.cluster_id = hub.o.cluster_id;
     h.member_id = hub.o.member_id;
-    h.raft_term = hub.o.raft_term;
+    h.raft_term = hub.o.raft_term ? *hub.o.raft_term : 0;
     h.revision = rev;
     r->header = &h;
     grpc_send_pb(ws->call, r);

@@ -23,7 +23,8 @@
 #include "net/net.h"
 
 struct watch_opts {
-    uint64_t cluster_id, member_id, raft_term;
+    uint64_t cluster_id, member_id;
+    const uint64_t *raft_term;  /* the current term, read at each header */
     size_t max_request_bytes;      /* fragment threshold */
     int64_t progress_interval_ms;  /* progress_notify period */
 };

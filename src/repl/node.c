@@ -1,0 +1,1054 @@
+/* The member's raft node: libraft with cairn's raft_io, the state machine
+ * glue, proposals (local and forwarded), read indexes and leadership. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "lease/lease.h"
+#include "metrics/metrics.h"
+#include "net/net.h"
+#include "repl/io.h"
+#include "repl/repl_int.h"
+#include "server/server.h"
+
+/* How often leadership, timeouts and membership are looked at. */
+#define TICK_MS 10
+/* A proposal or read not answered within this is "request timed out"
+ * (etcd: 5 s plus twice the election timeout). */
+#define REQUEST_TIMEOUT_MS(n) (5000 + 2 * (uint64_t)(n)->s->cfg.election_ms)
+#define PENDING_BUCKETS 4096
+
+struct repl_node repl__n;
+#define N repl__n
+
+/* ---- small helpers ---- */
+
+uint64_t repl__now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+int repl__entry_encode(struct raft_buffer *out, int op, uint64_t origin,
+                       uint64_t reqid, int64_t auth_rev, const uint8_t *req,
+                       size_t len)
+{
+    uint8_t *b = raft_malloc(REPL_ENTRY_HDR + len + 1);
+    if (b == NULL)
+        return -ENOMEM;
+    b[0] = REPL_ENTRY_VERSION;
+    b[1] = (uint8_t)op;
+    put64(b + 2, origin);
+    put64(b + 10, reqid);
+    put64(b + 18, (uint64_t)auth_rev);
+    if (len)
+        memcpy(b + REPL_ENTRY_HDR, req, len);
+    out->base = b;
+    out->len = REPL_ENTRY_HDR + len;
+    return 0;
+}
+
+static int raft_rc(int rv)
+{
+    switch (rv) {
+    case RAFT_NOTLEADER:
+        return CAIRN_ENOLEADER;
+    case RAFT_LEADERSHIPLOST:
+        return CAIRN_ELEADERCHANGED;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return CAIRN_ESTOPPED;
+    case RAFT_NOMEM:
+        return -ENOMEM;
+    case RAFT_TOOBIG:
+        return CAIRN_ETOOLARGE;
+    default:
+        return CAIRN_ETIMEOUT;
+    }
+}
+
+/* ---- local proposals waiting for their entry ---- */
+
+struct pending {
+    uint64_t reqid;
+    struct apply_cmd *cmd;
+    uint64_t deadline;
+    int sent;                       /* proposed or forwarded */
+    struct pending *h_next;         /* bucket */
+    struct pending *prev, *next;    /* age order */
+};
+
+static struct pending *buckets[PENDING_BUCKETS];
+static struct pending *oldest, *newest;
+
+static struct pending **bucket(uint64_t reqid)
+{
+    return &buckets[(reqid * 0x9E3779B97F4A7C15ULL) >> 52];
+}
+
+static struct pending *pending_add(struct apply_cmd *cmd)
+{
+    struct pending *p = cairn_calloc(1, sizeof *p), **b;
+    p->reqid = ++N.next_req;
+    p->cmd = cmd;
+    p->deadline = repl__now_ms() + REQUEST_TIMEOUT_MS(&N);
+    b = bucket(p->reqid);
+    p->h_next = *b;
+    *b = p;
+    p->prev = newest;
+    if (newest)
+        newest->next = p;
+    else
+        oldest = p;
+    newest = p;
+    return p;
+}
+
+static struct apply_cmd *pending_take(uint64_t reqid)
+{
+    struct pending **pp = bucket(reqid), *p;
+    while (*pp && (*pp)->reqid != reqid)
+        pp = &(*pp)->h_next;
+    if ((p = *pp) == NULL)
+        return NULL;
+    *pp = p->h_next;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        oldest = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        newest = p->prev;
+    struct apply_cmd *cmd = p->cmd;
+    cairn_free(p);
+    return cmd;
+}
+
+static void cmd_fail(struct apply_cmd *cmd, int rc)
+{
+    cmd->rc = rc;
+    metrics_proposal_done(rc);
+    cmd->done(cmd);
+}
+
+static void pending_fail(uint64_t reqid, int rc)
+{
+    struct apply_cmd *cmd = pending_take(reqid);
+    if (cmd != NULL)
+        cmd_fail(cmd, rc);
+}
+
+/* ---- proposing ---- */
+
+struct prop {
+    struct raft_apply req;
+    uint64_t origin, reqid;
+};
+
+static void nack(uint64_t origin, uint64_t reqid, int rc)
+{
+    if (origin == N.self) {
+        pending_fail(reqid, rc);
+        return;
+    }
+    uint8_t b[16];
+    put64(b, reqid);
+    put64(b + 8, (uint64_t)(int64_t)rc);
+    repl_peer_send_app(N.peer, origin, REPL_APP_NACK, b, sizeof b);
+}
+
+static void prop_done(struct raft_apply *req, int status, void *result)
+{
+    struct prop *p = req->data;
+    (void)result;
+    /* Success: the entry applied (fsm_apply) and its origin answers once
+     * its own store holds it. Failure: it may still commit under the next
+     * leader, so the origin's answer is "maybe". */
+    if (status != 0 && !N.stopping)
+        nack(p->origin, p->reqid, raft_rc(status));
+    cairn_free(p);
+}
+
+/* Leader: appends an encoded entry (takes @buf). */
+static void propose(struct raft_buffer *buf, uint64_t origin, uint64_t reqid)
+{
+    struct prop *p = cairn_calloc(1, sizeof *p);
+    p->origin = origin;
+    p->reqid = reqid;
+    p->req.data = p;
+    int rv = raft_apply(&N.raft, &p->req, buf, 1, prop_done);
+    if (rv != 0) {
+        raft_free(buf->base);
+        cairn_free(p);
+        nack(origin, reqid, raft_rc(rv));
+    }
+}
+
+static void send_pending(struct pending *p)
+{
+    struct apply_cmd *cmd = p->cmd;
+    struct raft_buffer buf;
+    if (repl__entry_encode(&buf, cmd->op, N.self, p->reqid, cmd->auth_rev,
+                           cmd->req, cmd->req_len) != 0) {
+        pending_fail(p->reqid, -ENOMEM);
+        return;
+    }
+    p->sent = 1;
+    if (N.raft.state == RAFT_LEADER) {
+        int rc = repl__check_proposal(cmd->op, cmd->req, cmd->req_len);
+        if (rc != 0) {
+            raft_free(buf.base);
+            pending_fail(p->reqid, rc);
+            return;
+        }
+        propose(&buf, N.self, p->reqid);
+        return;
+    }
+    repl_peer_send_app(N.peer, N.leader, REPL_APP_FORWARD, buf.base, buf.len);
+    raft_free(buf.base);
+}
+
+void repl_submit(struct apply_cmd *cmd)
+{
+    cmd->rc = 0;
+    cmd->next = NULL;
+    if (N.stopping || !N.started) {
+        cmd_fail(cmd, CAIRN_ESTOPPED);
+        return;
+    }
+    metrics_proposal_submitted();
+    struct pending *p = pending_add(cmd);
+    /* Without a leader the proposal waits (bounded by its deadline) for
+     * one to be elected, as etcd's do. */
+    if (N.leader != 0)
+        send_pending(p);
+}
+
+void repl_submit_msg(enum apply_op op, const ProtobufCMessage *m,
+                     void (*done)(struct apply_cmd *cmd), void *ud)
+{
+    struct apply_cmd *cmd = cairn_calloc(1, sizeof *cmd);
+    cmd->op = op;
+    cmd->req_len = protobuf_c_message_get_packed_size(m);
+    cmd->req = cairn_malloc(cmd->req_len + 1);
+    protobuf_c_message_pack(m, cmd->req);
+    cmd->done = done;
+    cmd->ud = ud;
+    repl_submit(cmd);
+}
+
+/* ---- the state machine ---- */
+
+static void remote_done(struct apply_cmd *cmd)
+{
+    apply_cmd_free(cmd);
+}
+
+static void reads_check_applied(void);
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
+                     void **result)
+{
+    (void)fsm;
+    /* libraft applies in log order and counts barrier and configuration
+     * entries too: this entry is the one after the last applied. */
+    uint64_t index = N.raft.last_applied + 1;
+    const uint8_t *b = buf->base;
+    *result = NULL;
+    if (N.restoring) /* the store is about to be replaced */
+        return 0;
+    if (buf->len < REPL_ENTRY_HDR || b[0] != REPL_ENTRY_VERSION) {
+        log_errorw("raft: an entry of unknown format is skipped",
+                   LOG_UINT("index", index), LOG_UINT("size", buf->len));
+        return 0;
+    }
+    uint64_t origin = get64(b + 2), reqid = get64(b + 10);
+    struct apply_cmd *cmd = NULL;
+    if (origin == N.self)
+        cmd = pending_take(reqid);
+    if (cmd == NULL) {
+        size_t len = buf->len - REPL_ENTRY_HDR;
+        cmd = cairn_calloc(1, sizeof *cmd);
+        cmd->op = b[1];
+        cmd->auth_rev = (int64_t)get64(b + 18);
+        cmd->req = cairn_malloc(len + 1);
+        memcpy(cmd->req, b + REPL_ENTRY_HDR, len);
+        cmd->req_len = len;
+        cmd->done = remote_done;
+    }
+    cmd->index = index;
+    apply_submit(N.s->apply, cmd);
+    return 0;
+}
+
+/* The store is the snapshot: raft's record only says up to which index it
+ * goes. The log is not cut past what the store holds durably (io's
+ * keep_from), so taking one is cheap. */
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                        unsigned *n_bufs)
+{
+    (void)fsm;
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    if (b == NULL)
+        return RAFT_NOMEM;
+    b->base = raft_malloc(16);
+    if (b->base == NULL) {
+        raft_free(b);
+        return RAFT_NOMEM;
+    }
+    memcpy(b->base, "cairnsnp", 8);
+    put64((uint8_t *)b->base + 8, N.raft.last_applied);
+    b->len = 16;
+    *bufs = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+/* ---- store images (a follower too far behind for the log) ---- */
+
+/* Thread pool: the leader's store, copied whole, to stream behind an
+ * InstallSnapshot. */
+static int image_open(void *ud, uint64_t index)
+{
+    (void)ud;
+    (void)index;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/member/snap", N.s->cfg.data_dir);
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int rc = mvcc_image_write(N.s->mvcc, fd);
+    if (rc != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        close(fd);
+        return rc != 0 ? rc : -EIO;
+    }
+    return fd;
+}
+
+void repl_image_path(const char *data_dir, char *out, size_t n)
+{
+    snprintf(out, n, "%s/member/snap/image.mdb", data_dir);
+}
+
+/* The image is complete (and synced) at @path: it becomes the one the
+ * next start puts in place of the store. */
+static void image_received(void *ud, uint64_t index, const char *path)
+{
+    char dst[4096], dir[4096];
+    (void)ud;
+    repl_image_path(N.s->cfg.data_dir, dst, sizeof dst);
+    if (rename(path, dst) != 0) {
+        log_errorw("raft: cannot keep the received store image",
+                   LOG_STR("path", path), LOG_STR("error", strerror(errno)));
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/member/snap", N.s->cfg.data_dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    log_infow("raft: received a store image from the leader",
+              LOG_UINT("snapshot-index", index));
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    (void)fsm;
+    /* At start: the store already holds at least the snapshot's index (the
+     * log kept everything above what the store held). From a leader's
+     * InstallSnapshot: the store image came with it (repl_peer), and the
+     * snapshot record is durable now; the image replaces the store at the
+     * next start, so this member restarts itself, and until then applies
+     * nothing (the entries after the snapshot are in the log and apply
+     * after the restart). */
+    uint64_t idx = buf->len >= 16 ? get64((uint8_t *)buf->base + 8) : 0;
+    uint64_t held = apply_index(N.s->apply);
+    char image[4096];
+    raft_free(buf->base);
+    repl_image_path(N.s->cfg.data_dir, image, sizeof image);
+    if (held < idx && access(image, F_OK) == 0) {
+        log_infow("raft: restarting to load the store image from the leader",
+                  LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
+        N.restoring = 1;
+        server_restart();
+        return 0;
+    }
+    if (held < idx) {
+        log_errorw("raft: the store is behind the snapshot to restore and no "
+                   "store image arrived with it",
+                   LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
+        return RAFT_CORRUPT;
+    }
+    return 0;
+}
+
+/* ---- reads ---- */
+
+struct read {
+    void (*cb)(void *ud, int rc);
+    void *ud;
+    uint64_t origin, reqid; /* a follower's request (origin != self) */
+    uint64_t index;         /* wait until applied */
+    uint64_t deadline;
+    struct read *next;
+};
+
+static struct read *reads_next;      /* leader: for the next barrier */
+static struct read *reads_inflight;  /* leader: behind the barrier */
+static struct read *reads_applying;  /* waiting for apply to reach index */
+static struct read *reads_remote;    /* follower: asked the leader */
+static struct read *reads_unsent;    /* no leader known yet */
+static struct raft_barrier barrier;
+static int barrier_busy;
+
+static void read_fenced(void *ud)
+{
+    struct read *r = ud;
+    r->cb(r->ud, 0);
+    cairn_free(r);
+}
+
+static void read_finish(struct read *r, int rc)
+{
+    if (r->origin != N.self) {
+        uint8_t b[24];
+        put64(b, r->reqid);
+        put64(b + 8, (uint64_t)(int64_t)rc);
+        put64(b + 16, r->index);
+        repl_peer_send_app(N.peer, r->origin, REPL_APP_READ_INDEX_RESP, b,
+                           sizeof b);
+        cairn_free(r);
+        return;
+    }
+    if (rc != 0) {
+        r->cb(r->ud, rc);
+        cairn_free(r);
+        return;
+    }
+    if (N.raft.last_applied >= r->index) {
+        /* everything up to the index went to the apply thread: wait until
+         * it is in the store */
+        apply_fence(N.s->apply, read_fenced, r);
+        return;
+    }
+    r->next = reads_applying;
+    reads_applying = r;
+}
+
+static void reads_check_applied(void)
+{
+    struct read **pp = &reads_applying;
+    while (*pp) {
+        struct read *r = *pp;
+        if (N.raft.last_applied >= r->index) {
+            *pp = r->next;
+            apply_fence(N.s->apply, read_fenced, r);
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
+static void kick_barrier(void);
+
+static void barrier_done(struct raft_barrier *req, int status)
+{
+    struct read *r = reads_inflight, *next;
+    uint64_t index = req->index;
+    reads_inflight = NULL;
+    barrier_busy = 0;
+    for (; r != NULL; r = next) {
+        next = r->next;
+        r->index = index;
+        read_finish(r, status == 0 ? 0 : raft_rc(status));
+    }
+    if (!N.stopping)
+        kick_barrier();
+}
+
+/* One barrier confirms leadership for every read queued while the last
+ * one was in flight. */
+static void kick_barrier(void)
+{
+    if (barrier_busy || reads_next == NULL)
+        return;
+    if (N.raft.state != RAFT_LEADER) {
+        struct read *r = reads_next, *next;
+        reads_next = NULL;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            read_finish(r, CAIRN_ELEADERCHANGED);
+        }
+        return;
+    }
+    reads_inflight = reads_next;
+    reads_next = NULL;
+    barrier_busy = 1;
+    barrier.data = NULL;
+    int rv = raft_barrier(&N.raft, &barrier, barrier_done);
+    if (rv != 0) {
+        barrier_busy = 0;
+        struct read *r = reads_inflight, *next;
+        reads_inflight = NULL;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            read_finish(r, raft_rc(rv));
+        }
+    }
+}
+
+static void read_ask_leader(struct read *r)
+{
+    uint8_t b[8];
+    put64(b, r->reqid);
+    r->next = reads_remote;
+    reads_remote = r;
+    repl_peer_send_app(N.peer, N.leader, REPL_APP_READ_INDEX, b, sizeof b);
+}
+
+void repl_read_index(void (*cb)(void *ud, int rc), void *ud)
+{
+    if (N.stopping || !N.started) {
+        cb(ud, CAIRN_ESTOPPED);
+        return;
+    }
+    /* A single voter that leads cannot be deposed by anyone else: what it
+     * has applied is everything acknowledged. */
+    if (N.raft.state == RAFT_LEADER && repl__voters() == 1) {
+        cb(ud, 0);
+        return;
+    }
+    struct read *r = cairn_calloc(1, sizeof *r);
+    r->cb = cb;
+    r->ud = ud;
+    r->origin = N.self;
+    r->reqid = ++N.next_req;
+    r->deadline = repl__now_ms() + REQUEST_TIMEOUT_MS(&N);
+    if (N.raft.state == RAFT_LEADER) {
+        r->next = reads_next;
+        reads_next = r;
+        kick_barrier();
+    } else if (N.leader != 0) {
+        read_ask_leader(r);
+    } else {
+        r->next = reads_unsent;
+        reads_unsent = r;
+    }
+}
+
+/* ---- lease queries answered by the leader's lessor ---- */
+
+struct lq {
+    repl_lease_cb cb;
+    void *ud;
+    uint64_t reqid, deadline;
+    struct lq *next;
+};
+
+static struct lq *lqs;
+
+static int lease_local(int renew, int64_t id, int64_t *ttl, int64_t *remaining)
+{
+    int rc;
+    if (renew) {
+        rc = lease_renew(id, ttl);
+        *remaining = *ttl * 1000;
+    } else {
+        rc = lease_lookup(id, ttl, remaining);
+    }
+    return rc;
+}
+
+void repl_lease(int renew, int64_t id, repl_lease_cb cb, void *ud)
+{
+    int64_t ttl = 0, remaining = 0;
+    if (N.stopping || !N.started) {
+        cb(ud, CAIRN_ESTOPPED, 0, 0);
+        return;
+    }
+    if (N.raft.state == RAFT_LEADER) {
+        int rc = lease_local(renew, id, &ttl, &remaining);
+        cb(ud, rc, ttl, remaining);
+        return;
+    }
+    if (N.leader == 0) {
+        cb(ud, CAIRN_ENOLEADER, 0, 0);
+        return;
+    }
+    struct lq *q = cairn_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->ud = ud;
+    q->reqid = ++N.next_req;
+    q->deadline = repl__now_ms() + REQUEST_TIMEOUT_MS(&N);
+    q->next = lqs;
+    lqs = q;
+    uint8_t b[17];
+    put64(b, q->reqid);
+    put64(b + 8, (uint64_t)id);
+    b[16] = (uint8_t)renew;
+    repl_peer_send_app(N.peer, N.leader, REPL_APP_LEASE, b, sizeof b);
+}
+
+static void lq_finish(uint64_t reqid, int rc, int64_t ttl, int64_t remaining)
+{
+    struct lq **pp = &lqs;
+    while (*pp && (*pp)->reqid != reqid)
+        pp = &(*pp)->next;
+    if (*pp == NULL)
+        return;
+    struct lq *q = *pp;
+    *pp = q->next;
+    q->cb(q->ud, rc, ttl, remaining);
+    cairn_free(q);
+}
+
+static void lq_expire(int all)
+{
+    uint64_t now = repl__now_ms();
+    struct lq **pp = &lqs;
+    while (*pp) {
+        struct lq *q = *pp;
+        if (all || q->deadline <= now) {
+            *pp = q->next;
+            q->cb(q->ud, all ? CAIRN_ESTOPPED : CAIRN_ETIMEOUT, 0, 0);
+            cairn_free(q);
+        } else {
+            pp = &q->next;
+        }
+    }
+}
+
+/* ---- messages from other members ---- */
+
+static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
+                   size_t len)
+{
+    (void)ud;
+    if (N.stopping)
+        return;
+    switch (type) {
+    case REPL_APP_FORWARD: {
+        if (len < REPL_ENTRY_HDR || data[0] != REPL_ENTRY_VERSION)
+            return;
+        uint64_t origin = get64(data + 2), reqid = get64(data + 10);
+        if (N.raft.state != RAFT_LEADER) {
+            nack(origin, reqid, N.leader ? CAIRN_ELEADERCHANGED : CAIRN_ENOLEADER);
+            return;
+        }
+        int rc = repl__check_proposal(data[1], data + REPL_ENTRY_HDR,
+                                      len - REPL_ENTRY_HDR);
+        if (rc != 0) {
+            nack(origin, reqid, rc);
+            return;
+        }
+        struct raft_buffer buf = {raft_malloc(len + 1), len};
+        if (buf.base == NULL)
+            return;
+        memcpy(buf.base, data, len);
+        propose(&buf, origin, reqid);
+        break;
+    }
+    case REPL_APP_NACK:
+        if (len >= 16)
+            pending_fail(get64(data), (int)(int64_t)get64(data + 8));
+        break;
+    case REPL_APP_READ_INDEX: {
+        if (len < 8)
+            return;
+        struct read *r = cairn_calloc(1, sizeof *r);
+        r->origin = from;
+        r->reqid = get64(data);
+        if (N.raft.state != RAFT_LEADER) {
+            read_finish(r, CAIRN_ELEADERCHANGED);
+            return;
+        }
+        r->next = reads_next;
+        reads_next = r;
+        kick_barrier();
+        break;
+    }
+    case REPL_APP_READ_INDEX_RESP: {
+        if (len < 24)
+            return;
+        uint64_t reqid = get64(data);
+        struct read **pp = &reads_remote;
+        while (*pp && (*pp)->reqid != reqid)
+            pp = &(*pp)->next;
+        if (*pp == NULL)
+            return;
+        struct read *r = *pp;
+        *pp = r->next;
+        r->index = get64(data + 16);
+        read_finish(r, (int)(int64_t)get64(data + 8));
+        break;
+    }
+    case REPL_APP_LEASE: {
+        if (len < 17)
+            return;
+        int64_t ttl = 0, remaining = 0;
+        int rc = N.raft.state == RAFT_LEADER
+                     ? lease_local(data[16], (int64_t)get64(data + 8), &ttl,
+                                   &remaining)
+                     : CAIRN_ELEADERCHANGED;
+        uint8_t b[32];
+        put64(b, get64(data));
+        put64(b + 8, (uint64_t)(int64_t)rc);
+        put64(b + 16, (uint64_t)ttl);
+        put64(b + 24, (uint64_t)remaining);
+        repl_peer_send_app(N.peer, from, REPL_APP_LEASE_RESP, b, sizeof b);
+        break;
+    }
+    case REPL_APP_LEASE_RESP:
+        if (len >= 32)
+            lq_finish(get64(data), (int)(int64_t)get64(data + 8),
+                      (int64_t)get64(data + 16), (int64_t)get64(data + 24));
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- leadership, timeouts ---- */
+
+static void expire(void)
+{
+    uint64_t now = repl__now_ms();
+    while (oldest != NULL && oldest->deadline <= now)
+        pending_fail(oldest->reqid, oldest->sent ? CAIRN_ETIMEOUT : CAIRN_ENOLEADER);
+    struct read **lists[] = {&reads_remote, &reads_unsent, &reads_applying};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+        struct read **pp = lists[i];
+        while (*pp) {
+            struct read *r = *pp;
+            if (r->deadline != 0 && r->deadline <= now) {
+                *pp = r->next;
+                r->cb(r->ud, i == 1 ? CAIRN_ENOLEADER : CAIRN_ETIMEOUT);
+                cairn_free(r);
+            } else {
+                pp = &r->next;
+            }
+        }
+    }
+}
+
+static void on_leader_known(void)
+{
+    for (struct pending *p = oldest; p != NULL; p = p->next)
+        if (!p->sent)
+            send_pending(p);
+    struct read *r = reads_unsent, *next;
+    reads_unsent = NULL;
+    for (; r != NULL; r = next) {
+        next = r->next;
+        if (N.raft.state == RAFT_LEADER) {
+            r->next = reads_next;
+            reads_next = r;
+        } else {
+            read_ask_leader(r);
+        }
+    }
+    kick_barrier();
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    if (N.stopping)
+        return;
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(&N.raft, &lid, &laddr);
+    if (N.raft.current_term != N.term) {
+        N.term = N.raft.current_term;
+        N.s->raft_term = N.term;
+        apply_set_term(N.s->apply, N.term);
+    }
+    int leading = N.raft.state == RAFT_LEADER;
+    if (lid != N.leader) {
+        if (lid != 0) {
+            N.leader_changes++;
+            log_infow("raft: leader elected", LOG_UINT("leader", lid),
+                      LOG_UINT("term", N.term));
+        } else {
+            log_infow("raft: no leader", LOG_UINT("term", N.term));
+        }
+        N.leader = lid;
+        if (lid != 0) {
+            N.no_leader_since = 0;
+            on_leader_known();
+        } else {
+            N.no_leader_since = repl__now_ms();
+        }
+    }
+    if (N.leader == 0 && N.no_leader_since != 0 &&
+        repl__now_ms() - N.no_leader_since >= 3 * (uint64_t)N.s->cfg.election_ms) {
+        N.no_leader_since = repl__now_ms(); /* and again after three more */
+        net_end_hasleader_streams();
+    }
+    if (leading && !N.was_leader) {
+        /* etcd's lessor.Promote: nothing expires early because leadership
+         * moved */
+        lease_promote(N.s->cfg.election_ms);
+    }
+    if (!leading && N.was_leader)
+        lease_demote();
+    N.was_leader = leading;
+    if (N.raft.configuration_index != N.conf_index ||
+        N.raft.configuration_uncommitted_index != N.conf_uncommitted) {
+        N.conf_index = N.raft.configuration_index;
+        N.conf_uncommitted = N.raft.configuration_uncommitted_index;
+        repl__members_load();
+    }
+    reads_check_applied();
+    expire();
+    lq_expire(0);
+    if (N.leader != 0)
+        repl__members_publish();
+    if (leading)
+        repl__members_reconcile();
+}
+
+/* ---- start and stop ---- */
+
+static uint64_t keep_from(void *ud)
+{
+    (void)ud;
+    /* the log is the store's write-ahead log: never cut what it does not
+     * hold durably */
+    return apply_index(N.s->apply) + 1;
+}
+
+static int send_raft(void *ud, const struct raft_message *m,
+                     void (*cb)(void *cb_ud, int status), void *cb_ud)
+{
+    (void)ud;
+    return repl_peer_send_raft(N.peer, m, cb, cb_ud);
+}
+
+static void on_raft_msg(void *ud, struct raft_message *msg)
+{
+    (void)ud;
+    repl_io_deliver(&N.io, msg);
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int repl_start(uv_loop_t *loop, struct server *s)
+{
+    char err[256] = "";
+    int rv;
+
+    memset(&N, 0, sizeof N);
+    N.loop = loop;
+    N.s = s;
+    N.self = s->member_id;
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        /* request ids of an earlier run must never match this run's */
+        N.next_req = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000)
+                     << 20;
+    }
+    snprintf(N.raft_dir, sizeof N.raft_dir, "%s/member/raft", s->cfg.data_dir);
+    if ((rv = mkdirs(N.raft_dir)) != 0) {
+        log_errorw("raft: cannot create the log directory",
+                   LOG_STR("path", N.raft_dir), LOG_STR("error", strerror(-rv)));
+        return -1;
+    }
+    char image_dir[4096];
+    snprintf(image_dir, sizeof image_dir, "%s/member/snap", s->cfg.data_dir);
+    if ((rv = mkdirs(image_dir)) != 0)
+        return -1;
+
+    struct repl_peer_opts po = {0};
+    po.cluster_id = s->cluster_id;
+    po.self_id = N.self;
+    po.listen_urls = s->cfg.listen_peer_urls;
+    po.image_dir = image_dir;
+    po.recv_raft = on_raft_msg;
+    po.recv_app = on_app;
+    po.image_open = image_open;
+    po.image_received = image_received;
+    if (repl__members_load() != 0)
+        return -1;
+    if ((rv = repl_peer_start(loop, &po, &N.peer, err, sizeof err)) != 0) {
+        log_errorw("raft: cannot listen for peers", LOG_STR("error", err));
+        return -1;
+    }
+    for (int i = 0; i < N.n_members; i++)
+        if (N.members[i].id != N.self)
+            repl_peer_set_urls(N.peer, N.members[i].id, N.members[i].peer_urls);
+
+    struct repl_io_opts io = {0};
+    io.dir = N.raft_dir;
+    io.send = send_raft;
+    io.keep_from = keep_from;
+    if ((rv = repl_io_init(&N.io, loop, &io)) != 0) {
+        log_errorw("raft: cannot open the log", LOG_STR("path", N.raft_dir),
+                   LOG_INT("rc", rv));
+        return -1;
+    }
+    N.fsm.version = 1;
+    N.fsm.apply = fsm_apply;
+    N.fsm.snapshot = fsm_snapshot;
+    N.fsm.restore = fsm_restore;
+    char addr[32];
+    snprintf(addr, sizeof addr, "%016" PRIx64, N.self);
+    if ((rv = raft_init(&N.raft, &N.io, &N.fsm, N.self, addr)) != 0) {
+        log_errorw("raft: init failed", LOG_STR("error", raft_strerror(rv)));
+        return -1;
+    }
+    raft_set_heartbeat_timeout(&N.raft, (unsigned)s->cfg.heartbeat_ms);
+    raft_set_election_timeout(&N.raft, (unsigned)s->cfg.election_ms);
+    raft_set_pre_vote(&N.raft, true);
+    raft_set_snapshot_threshold(&N.raft, (unsigned)(s->cfg.snapshot_count > 0
+                                                        ? s->cfg.snapshot_count
+                                                        : 100000));
+    /* etcd keeps 5000 entries behind a snapshot for slow followers */
+    raft_set_snapshot_trailing(&N.raft, 5000);
+
+    if (strcmp(s->cfg.initial_cluster_state, "new") == 0) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        for (int i = 0; i < N.n_members; i++) {
+            char a[32];
+            snprintf(a, sizeof a, "%016" PRIx64, N.members[i].id);
+            raft_configuration_add(&conf, N.members[i].id, a, RAFT_VOTER);
+        }
+        /* every member of a new cluster bootstraps the same configuration
+         * as entry 1; a member that has state already keeps it */
+        rv = raft_bootstrap(&N.raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            log_errorw("raft: bootstrap failed", LOG_STR("error", raft_strerror(rv)));
+            return -1;
+        }
+    }
+    if ((rv = raft_start(&N.raft)) != 0) {
+        log_errorw("raft: start failed", LOG_STR("error", raft_strerror(rv)),
+                   LOG_STR("detail", raft_errmsg(&N.raft)));
+        return -1;
+    }
+    N.started = 1;
+    N.no_leader_since = repl__now_ms();
+    uv_timer_init(loop, &N.tick);
+    uv_timer_start(&N.tick, on_tick, TICK_MS, TICK_MS);
+    uv_unref((uv_handle_t *)&N.tick);
+    return 0;
+}
+
+static void (*stop_cb)(void);
+
+static void on_peer_closed(void *ud)
+{
+    (void)ud;
+    cairn_free(N.members);
+    N.members = NULL;
+    if (stop_cb)
+        stop_cb();
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    (void)r;
+    repl_peer_close(N.peer, on_peer_closed, NULL);
+}
+
+void repl_stop(void (*cb)(void))
+{
+    stop_cb = cb;
+    if (!N.started) {
+        if (cb)
+            cb();
+        return;
+    }
+    N.stopping = 1;
+    uv_timer_stop(&N.tick);
+    uv_close((uv_handle_t *)&N.tick, NULL);
+    while (oldest != NULL)
+        pending_fail(oldest->reqid, CAIRN_ESTOPPED);
+    lq_expire(1);
+    struct read **lists[] = {&reads_next, &reads_remote, &reads_unsent,
+                             &reads_applying};
+    for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
+        struct read *r = *lists[i], *next;
+        *lists[i] = NULL;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            if (r->origin == N.self)
+                r->cb(r->ud, CAIRN_ESTOPPED);
+            cairn_free(r);
+        }
+    }
+    raft_close(&N.raft, on_raft_closed);
+}
+
+/* ---- state ---- */
+
+int repl_is_leader(void)
+{
+    return N.started && N.raft.state == RAFT_LEADER;
+}
+
+uint64_t repl_leader(void)
+{
+    return N.leader;
+}
+
+uint64_t repl_term(void)
+{
+    return N.term;
+}
+
+uint64_t repl_commit_index(void)
+{
+    return N.started ? N.raft.commit_index : 0;
+}
+
+uint64_t repl_applied_index(void)
+{
+    return N.started ? N.raft.last_applied : 0;
+}
+
+uint64_t repl_leader_changes(void)
+{
+    return N.leader_changes;
+}

@@ -1,0 +1,72 @@
+/* Inside src/repl: the node (node.c) and the membership code (member.c)
+ * share this state. Loop thread only. */
+#ifndef REPL_REPL_INT_H
+#define REPL_REPL_INT_H
+
+#include <raft.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "repl/peer.h"
+#include "repl/repl.h"
+
+/* cairn's own member-to-member messages (repl_peer_send_app). */
+enum repl_app {
+    REPL_APP_FORWARD = 1,   /* follower -> leader: an encoded entry */
+    REPL_APP_NACK,          /* leader -> origin: reqid, rc */
+    REPL_APP_READ_INDEX,    /* follower -> leader: reqid */
+    REPL_APP_READ_INDEX_RESP, /* leader -> follower: reqid, rc, index */
+    REPL_APP_LEASE,         /* follower -> leader: reqid, lease id, renew */
+    REPL_APP_LEASE_RESP,    /* reqid, rc, ttl, remaining ms */
+};
+
+/* A raft entry: version, op, origin member, request id, auth revision,
+ * then the packed request. */
+#define REPL_ENTRY_HDR 26
+#define REPL_ENTRY_VERSION 1
+
+struct repl_node {
+    uv_loop_t *loop;
+    struct server *s;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct repl_peer *peer;
+    uint64_t self;
+    uint64_t next_req;      /* request ids: unique across restarts */
+    uint64_t leader, term, leader_changes;
+    int was_leader;
+    uint64_t no_leader_since;  /* ms; 0 while a leader is known */
+    uint64_t conf_index, conf_uncommitted; /* configuration seen */
+    int started, stopping;
+    int restoring;          /* a store image replaces the store at restart */
+    uv_timer_t tick;
+    /* membership (member.c) */
+    struct repl_member *members;
+    int n_members;
+    int change_inflight;    /* a raft_add/assign/remove/transfer */
+    uint64_t change_retry_at;
+    int published;
+    struct raft_change change;
+    struct raft_transfer transfer;
+    char raft_dir[4096];
+};
+
+extern struct repl_node repl__n;
+
+uint64_t repl__now_ms(void);
+/* Encodes an entry into a raft_malloc'd buffer. */
+int repl__entry_encode(struct raft_buffer *out, int op, uint64_t origin,
+                       uint64_t reqid, int64_t auth_rev, const uint8_t *req,
+                       size_t len);
+
+/* member.c */
+int repl__members_load(void);
+void repl__members_reconcile(void);   /* leader, on the tick */
+void repl__members_publish(void);     /* once a leader is known */
+int repl__voters(void);               /* voters in raft's configuration */
+/* Leader, before proposing: checks only the leader can make (a learner
+ * to promote must have caught up). 0 or an error. */
+int repl__check_proposal(int op, const uint8_t *req, size_t len);
+
+#endif

@@ -165,6 +165,28 @@ def test_stale_read_with_stale_header():
     assert "realtime-revision" in r.kinds(), r
 
 
+def test_read_header_contradicts_value_order():
+    # value-wise both reads could precede the concurrent write, but their
+    # header revisions say otherwise: only the revision floors see it
+    ops = [put(1, 1, "k", "a", 0, 1, 2),
+           put(2, 1, "k", "b", 2, 10, 3),
+           get(3, 2, "k", "a", 2, 3, 3, 4)]      # saw revision 3: after "b"
+    r = check(ops)
+    assert r.kinds() == ["not-linearizable"], r
+    ops = [put(1, 1, "k", "a", 0, 1, 2),
+           delete(2, 1, "k", 1, 3, 2, 10),
+           get(3, 2, "k", None, 0, 2, 3, 4)]     # absent, yet at revision 2
+    r = check(ops)
+    assert r.kinds() == ["not-linearizable"], r
+    # the same shapes with consistent headers are fine
+    ok = [put(1, 1, "k", "a", 0, 1, 2), put(2, 1, "k", "b", 2, 10, 3),
+          get(3, 2, "k", "a", 2, 2, 3, 4)]
+    assert check(ok).result == L.OK
+    ok = [put(1, 1, "k", "a", 0, 1, 2), delete(2, 1, "k", 1, 3, 2, 10),
+          get(3, 2, "k", None, 0, 3, 3, 4)]
+    assert check(ok).result == L.OK
+
+
 def test_read_of_unwritten_value():
     ops = [put(1, 1, "k", "a", 0, 1, 2),
            get(2, 2, "k", "zz", 2, 2, 4, 5)]
@@ -194,6 +216,17 @@ def test_lost_write():
     changed = log_of((2, "k", "PUT", "a"), (3, "k", "PUT", "B"), (4, "j", "PUT", "c"))
     r = check(ops, log=changed)
     assert "lost-write" in r.kinds() and "phantom-write" in r.kinds(), r
+
+
+def test_log_gap():
+    # revision 3 was made by an indeterminate write: the log must have it
+    ops = [put(1, 1, "k", "a", 0, 1, 2),
+           info(put(2, 2, "j", "x", 0, None, None)),
+           put(3, 1, "k", "b", 2, 3, 4)]
+    full = log_of((2, "k", "PUT", "a"), (3, "j", "PUT", "x"), (4, "k", "PUT", "b"))
+    assert check(ops, log=full).result == L.OK
+    r = check(ops, log=log_of((2, "k", "PUT", "a"), (4, "k", "PUT", "b")))
+    assert r.kinds() == ["log-gap"], r
 
 
 def test_read_vs_log():
@@ -305,8 +338,9 @@ def test_watch_gap():
     w = _watch((1, [EV[2], EV[3]]), (4, [EV[6]]), until=6)
     assert check(_watch_ops(), [w]).kinds() == ["watch-gap"]
     # a resume that skips revisions is reported even if nothing was lost
-    w2 = _watch((1, [EV[2]]), (4, [EV[5], EV[6]]), until=6)
-    assert "watch-gap" in check(_watch_ops(), [w2]).kinds()
+    w2 = _watch((1, [EV[2], EV[3]]), (5, [EV[5], EV[6]]), until=6)
+    assert check(_watch_ops(), [w2]).kinds() == ["watch-gap"]
+    assert "resumed at revision 5" in str(check(_watch_ops(), [w2]))
 
 
 def test_watch_out_of_order_and_duplicate():
@@ -314,6 +348,11 @@ def test_watch_out_of_order_and_duplicate():
     assert check(_watch_ops(), [w]).kinds() == ["watch-order"]
     w = _watch((1, [EV[2], EV[3]]), (3, [EV[3], EV[5], EV[6]]), until=6)
     assert check(_watch_ops(), [w]).kinds() == ["watch-duplicate"]
+
+
+def test_watch_event_before_start():
+    w = _watch((1, [EV[2]]), (3, [EV[2], EV[3], EV[5], EV[6]]), until=6)
+    assert "watch-order" in check(_watch_ops(), [w]).kinds()
 
 
 def test_watch_wrong_content():

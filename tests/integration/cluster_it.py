@@ -50,8 +50,11 @@ class ClusterError(RuntimeError):
 # --------------------------------------------------------------------------
 
 class Member:
-    def __init__(self, cluster, name, client_port, peer_port, state="new"):
+    def __init__(self, cluster, name, client_port, peer_port, state="new",
+                 host="127.0.0.1", netns=None):
         self.cluster = cluster
+        self.host = host                   # the member's IP
+        self.netns = netns                 # network namespace (Partitioner)
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
@@ -68,15 +71,25 @@ class Member:
 
     @property
     def client_url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "http://%s:%d" % (self.host, self.client_port)
 
     @property
     def peer_url(self):
-        return "http://127.0.0.1:%d" % self.peer_port
+        return "http://%s:%d" % (self.host, self.peer_port)
 
     @property
     def endpoint(self):
-        return "127.0.0.1:%d" % self.client_port
+        return "%s:%d" % (self.host, self.client_port)
+
+    def listeners(self, port):
+        """(ss lines, PIDs) listening on port, in the member's namespace."""
+        if self.netns is None:
+            return _listeners(port)
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.netns, "ss", "-ltnpH", "sport = :%d" % port],
+            capture_output=True, text=True, timeout=10, check=False).stdout
+        lines = [l for l in out.splitlines() if l.strip()]
+        return lines, set(int(p) for p in re.findall(r"pid=(\d+)", out))
 
     @property
     def pid(self):
@@ -111,14 +124,15 @@ class Member:
         if self.running():
             raise ClusterError("%s already running (pid %d)" % (self.name, self.pid))
         for p in (self.client_port, self.peer_port):
-            if not port_is_free(p):
+            if self.listeners(p)[0] or (self.netns is None and not port_is_free(p)):
                 raise ClusterError("%s: port %d is taken by someone else: %r"
-                                   % (self.name, p, _listeners(p)[0]))
+                                   % (self.name, p, self.listeners(p)[0]))
         self._log = open(self.log_path, "ab")
         self._log.write(("\n=== start: %s\n" % " ".join(self.cmdline())).encode())
         self._log.flush()
         self.proc = subprocess.Popen(
-            self.cmdline(), stdin=subprocess.DEVNULL, stdout=self._log,
+            (["ip", "netns", "exec", self.netns] if self.netns else [])
+            + self.cmdline(), stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, cwd=self.dir, start_new_session=True)
         self.stopped = False
 
@@ -127,7 +141,7 @@ class Member:
         if not self.running():
             return False
         for p in (self.client_port, self.peer_port):
-            lines, pids = _listeners(p)
+            lines, pids = self.listeners(p)
             if pids and pids != {self.proc.pid}:
                 self._kill()
                 raise ClusterError("%s: port %d is owned by someone else: %r"
@@ -138,7 +152,7 @@ class Member:
 
     def assert_owned(self):
         for p in (self.client_port, self.peer_port):
-            lines, pids = _listeners(p)
+            lines, pids = self.listeners(p)
             if pids != {self.proc.pid}:
                 raise ClusterError("%s: listener on %d is %r, expected pid %d"
                                    % (self.name, p, lines, self.proc.pid))
@@ -229,17 +243,25 @@ class Member:
 # --------------------------------------------------------------------------
 
 class Cluster:
-    def __init__(self, binary, n=3, heartbeat=50, election=500, extra_args=()):
+    def __init__(self, binary, n=3, heartbeat=50, election=500, extra_args=(),
+                 net=None):
+        """net: a Partitioner; members then run in its namespaces."""
         if n < 1:
             raise ValueError("n >= 1")
+        self.net = net
         self.binary = str(binary)
         self.heartbeat, self.election = heartbeat, election
         self.extra_args = list(extra_args)
         self.token = "cit-" + uuid.uuid4().hex[:12]
         self.root = tempfile.mkdtemp(prefix="cairn-cluster-", dir=_tmp_root())
-        ports = pick_free_ports(2 * n)
-        self.members = [Member(self, "m%d" % i, ports[2 * i], ports[2 * i + 1])
-                        for i in range(n)]
+        if net is None:
+            ports = pick_free_ports(2 * n)
+            self.members = [Member(self, "m%d" % i, ports[2 * i], ports[2 * i + 1])
+                            for i in range(n)]
+        else:
+            # each member alone in its namespace: fixed ports are free there
+            self.members = [Member(self, "m%d" % i, 2379, 2380, host=h, netns=ns)
+                            for i, (ns, h) in enumerate(net.add_hosts(n))]
         ic = ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members)
         for m in self.members:
             m.initial_cluster = ic
@@ -317,8 +339,13 @@ class Cluster:
 
     def member_add(self, timeout=START_TIMEOUT):
         """Add a member through etcdctl and start it (state existing)."""
-        cp, pp = pick_free_ports(2)
-        m = Member(self, "m%d" % len(self.members), cp, pp, state="existing")
+        if self.net is None:
+            cp, pp = pick_free_ports(2)
+            m = Member(self, "m%d" % len(self.members), cp, pp, state="existing")
+        else:
+            (ns, h), = self.net.add_hosts(1)
+            m = Member(self, "m%d" % len(self.members), 2379, 2380,
+                       state="existing", host=h, netns=ns)
         # etcd refuses (before proposing anything) until every voting member
         # has been connected to the leader for 5 s: "unhealthy cluster"
         deadline = time.monotonic() + 20
@@ -357,6 +384,8 @@ class Cluster:
             except Exception:
                 m._kill()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.net is not None:
+            self.net.cleanup()
 
     def logs(self, n=20):
         return "\n".join("--- %s\n%s" % (m.name, m.log_tail(n)) for m in self.members)
@@ -705,3 +734,129 @@ def read_log(endpoint, upto, timeout=10.0):
         raise ClusterError("log read up to %s only (%d events)" % (
             events[-1][0] if events else None, len(events)))
     return {"start_rev": 1, "events": events, "rev": upto}
+
+
+# --------------------------------------------------------------------------
+# network partitions (root + ip netns)
+# --------------------------------------------------------------------------
+
+def _run(*cmd):
+    cp = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
+    if cp.returncode != 0:
+        raise ClusterError("%s: %s" % (" ".join(cmd), cp.stderr.strip()))
+    return cp.stdout
+
+
+def netns_unavailable():
+    """None if partitions can be made here, else the reason why not."""
+    if os.geteuid() != 0:
+        return "network partitions need root (ip netns)"
+    for tool in ("ip", "ss"):
+        if shutil.which(tool) is None:
+            return "%s is not installed" % tool
+    probe = "citprobe%d" % os.getpid()
+    try:
+        _run("ip", "netns", "add", probe)
+        try:
+            _run("ip", "-n", probe, "link", "add", "a0", "type", "veth",
+                 "peer", "name", "b0")
+            _run("ip", "-n", probe, "addr", "add", "10.254.254.1/24", "dev", "a0")
+            _run("ip", "-n", probe, "route", "add", "blackhole", "10.254.254.2/32")
+        finally:
+            _run("ip", "netns", "del", probe)
+    except (ClusterError, OSError, subprocess.TimeoutExpired) as e:
+        return "ip netns / veth / blackhole routes do not work here: %s" % e
+    return None
+
+
+class Partitioner:
+    """Namespaces of our own: one per member, joined by a bridge that lives
+    in one more namespace, plus a veth into the host (the only host-side
+    change: an interface on a private /24 that no host route uses) so that
+    the test's clients reach the members' client URLs.  Partitions drop the
+    packets between two members' addresses with a blackhole route for the
+    receiver's /32 in the sender's namespace (a tc filter would do the same,
+    but this machine's kernel has no tc drop action: act_gact is missing):
+    client traffic (to and from the host's address) is untouched.  ``cleanup`` deletes every namespace (and so
+    every veth) it made."""
+
+    def __init__(self):
+        tag = "cit%d%s" % (os.getpid() % 100000, uuid.uuid4().hex[:3])
+        self.tag = tag
+        self.bridge_ns = tag + "br"
+        self.namespaces = []
+        self.hosts = {}                      # ns -> ip
+        self.cuts = []                       # (ns, dropped destination)
+        self.host_if = tag + "h"
+        self.subnet = self._free_subnet()
+        self.next_ip = 2
+        try:
+            self._mk_ns(self.bridge_ns)
+            _run("ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+            _run("ip", "-n", self.bridge_ns, "link", "set", "br0", "up")
+            _run("ip", "link", "add", self.host_if, "type", "veth", "peer",
+                 "name", "ph", "netns", self.bridge_ns)
+            _run("ip", "addr", "add", "%s.1/24" % self.subnet, "dev", self.host_if)
+            _run("ip", "link", "set", self.host_if, "up")
+            _run("ip", "-n", self.bridge_ns, "link", "set", "ph", "master", "br0")
+            _run("ip", "-n", self.bridge_ns, "link", "set", "ph", "up")
+        except Exception:
+            self.cleanup()
+            raise
+
+    @staticmethod
+    def _free_subnet():
+        used = _run("ip", "-4", "addr") + _run("ip", "-4", "route")
+        for _ in range(200):
+            net = "10.%d.%d" % (random.randrange(100, 250), random.randrange(1, 250))
+            if (net + ".") not in used:
+                return net
+        raise ClusterError("no free 10.x.y.0/24 subnet")
+
+    def _mk_ns(self, ns):
+        _run("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def add_hosts(self, n):
+        """n namespaces attached to the bridge: [(ns, ip)]."""
+        out = []
+        for _ in range(n):
+            i = self.next_ip
+            self.next_ip += 1
+            ns = "%sm%d" % (self.tag, i)
+            ip = "%s.%d" % (self.subnet, i)
+            self._mk_ns(ns)
+            _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer",
+                 "name", "p%d" % i, "netns", self.bridge_ns)
+            _run("ip", "-n", self.bridge_ns, "link", "set", "p%d" % i, "master", "br0")
+            _run("ip", "-n", self.bridge_ns, "link", "set", "p%d" % i, "up")
+            _run("ip", "-n", ns, "addr", "add", ip + "/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            self.hosts[ns] = ip
+            out.append((ns, ip))
+        return out
+
+    def drop(self, src, dst):
+        """Drop every packet from member src to member dst (one way)."""
+        _run("ip", "-n", src.netns, "route", "add", "blackhole", dst.host + "/32")
+        self.cuts.append((src.netns, dst.host))
+
+    def isolate(self, m, others, one_way=False):
+        """Cut m from others: both ways, or only m's outgoing packets."""
+        for o in others:
+            self.drop(m, o)
+            if not one_way:
+                self.drop(o, m)
+
+    def heal(self):
+        for ns, ip in self.cuts:
+            _run("ip", "-n", ns, "route", "del", "blackhole", ip + "/32")
+        self.cuts = []
+
+    def cleanup(self):
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        self.namespaces = []
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True,
+                       timeout=20)

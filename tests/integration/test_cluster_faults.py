@@ -18,7 +18,8 @@ import pytest
 
 import linearize
 from cairn_it import ETCD_BIN, binary_under_test, is_etcd
-from cluster_it import Cluster, Workload, cluster_supported
+from cluster_it import (Cluster, Partitioner, Workload, cluster_supported,
+                        netns_unavailable)
 
 DURATION = float(os.environ.get("CLUSTER_FAULT_SECONDS", "9"))
 SEED = int(os.environ.get("CLUSTER_FAULT_SEED", "0")) or None
@@ -48,7 +49,7 @@ def test_leader_kill_and_follower_pause(which, tmp_path):
     with Cluster(binary, 3) as c:
         c.start()
         wl = Workload(c, ["lin/k%d" % i for i in range(4)], clients=4,
-                      duration=DURATION, watchers=2, seed=SEED)
+                      duration=DURATION, watchers=3, seed=SEED)
         t0 = time.monotonic()
         wl.start()
 
@@ -88,6 +89,11 @@ def test_leader_kill_and_follower_pause(which, tmp_path):
     assert res.stats["acked_writes"] > 10, res
     assert all(w.until is not None for w in wl.watchers), \
         [(w.name, w.last, w.errors) for w in wl.watchers]
+    # the check is not vacuous: the same history minus one acknowledged
+    # write in the final log, or with one watch event dropped, fails
+    w = next(o for o in h.ops if o.acked_write())
+    h.log["events"] = [e for e in h.log["events"] if e[0] != w.rev]
+    assert "lost-write" in linearize.check(h, timeout=30).kinds()
 
 
 @pytest.mark.parametrize("which", ["etcd", "under-test"])
@@ -113,3 +119,39 @@ def test_member_add_remove_under_load(which, tmp_path):
     res = linearize.check(h, timeout=30)
     print("\n%s" % res)
     assert res.result == linearize.OK, "%s\n(history saved to %s)" % (res, path)
+
+
+@pytest.mark.parametrize("one_way", [False, True], ids=["both-ways", "one-way"])
+@pytest.mark.parametrize("which", ["etcd", "under-test"])
+def test_leader_partitioned(which, one_way, tmp_path):
+    why = netns_unavailable()
+    if why:
+        pytest.skip(why)
+    binary = _binary(which)
+    net = Partitioner()
+    events = []
+    with Cluster(binary, 3, net=net) as c:
+        c.start()
+        wl = Workload(c, ["lin/k%d" % i for i in range(3)], clients=4,
+                      duration=6.0, watchers=3, seed=SEED)
+        t0 = time.monotonic()
+        wl.start()
+        time.sleep(1.0)
+        ld = c.wait_leader(10)
+        others = [m for m in c.members if m is not ld]
+        net.isolate(ld, others, one_way=one_way)
+        events.append("%.1fs cut leader %s from %s (%s)" % (
+            time.monotonic() - t0, ld.name, [m.name for m in others],
+            "one way" if one_way else "both ways"))
+        time.sleep(3.0)
+        net.heal()
+        events.append("%.1fs healed" % (time.monotonic() - t0))
+        wl.join()
+        h = wl.finish()
+    path = _save(h, tmp_path)
+    res = linearize.check(h, timeout=30)
+    print("\nfaults: %s" % "; ".join(events))
+    print("client errors: %s" % wl.errors)
+    print(res)
+    assert res.result == linearize.OK, "%s\n(history saved to %s)" % (res, path)
+    assert all(w.until is not None for w in wl.watchers)

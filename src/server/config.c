@@ -103,19 +103,20 @@ static const struct flag flags[] = {
     {"cipher-suites", K_STR, F(cipher_suites), NULL, "Comma-separated list of supported TLS cipher suites (Go's names; empty = OpenSSL's defaults).", Y_STRINGS},
     {"tls-min-version", K_STR, F(tls_min_version), NULL, "Minimum TLS version: TLS1.2 or TLS1.3 (default TLS1.2).", Y_AUTO},
     {"tls-max-version", K_STR, F(tls_max_version), NULL, "Maximum TLS version: TLS1.2 or TLS1.3 (default: the highest).", Y_AUTO},
-    /* not built yet: starting without them would silently differ */
-    {"peer-cert-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"peer-key-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"peer-trusted-ca-file", K_UNSUPPORTED, 0, NULL, NULL, Y_NONE},
-    {"peer-client-cert-auth", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
-    {"peer-auto-tls", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_NONE},
+    /* peer-transport-security */
+    {"peer-cert-file", K_STR, F(peer_cert_file), NULL, "Path to the peer server TLS cert file.", Y_NONE},
+    {"peer-key-file", K_STR, F(peer_key_file), NULL, "Path to the peer server TLS key file.", Y_NONE},
+    {"peer-trusted-ca-file", K_STR, F(peer_trusted_ca_file), NULL, "Path to the peer server TLS trusted CA file.", Y_NONE},
+    {"peer-client-cert-auth", K_BOOL, F(peer_client_cert_auth), NULL, "Enable peer client cert authentication.", Y_NONE},
+    {"peer-auto-tls", K_BOOL, F(peer_auto_tls), NULL, "Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.", Y_NONE},
+    {"peer-cert-allowed-cn", K_STR, F(peer_cert_allowed_cn), NULL, "Allowed CN for inter peer authentication.", Y_AUTO},
+    {"force-new-cluster", K_BOOL, F(force_new_cluster), NULL, "Force to create a new one member cluster.", Y_AUTO},
     {"discovery", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
     {"discovery-srv", K_UNSUPPORTED, 0, NULL, NULL, Y_AUTO},
-    {"force-new-cluster", K_UNSUPPORTED_BOOL, 0, NULL, NULL, Y_AUTO},
     {"config-file", K_STR, F(config_file), NULL, "Path to the server configuration file (etcd's YAML keys). Other flags and ETCD_* variables are then ignored.", Y_NONE},
     /* config file only: TLS settings live in these mappings there */
     {"client-transport-security", K_UNSUPPORTED, 0, NULL, NULL, Y_SECURITY},
-    {"peer-transport-security", K_UNSUPPORTED, 0, NULL, NULL, Y_SECURITY},
+    {"peer-transport-security", K_IGNORED, 0, NULL, NULL, Y_SECURITY},
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
@@ -467,27 +468,14 @@ static const char *gotype(const struct flag *f)
     }
 }
 
-/* Does a client/peer-transport-security mapping ask for anything? */
-static int security_set(yaml_document_t *d, yaml_node_t *m)
-{
-    for (yaml_node_pair_t *p = m->data.mapping.pairs.start;
-         p < m->data.mapping.pairs.top; p++) {
-        yaml_node_t *v = yaml_document_get_node(d, p->value);
-        char num[64];
-        int b = 0;
-        enum jt t = resolve(v, num, sizeof num, &b);
-        if (t == J_NUM || t == J_ARR || t == J_OBJ || (t == J_BOOL && b) ||
-            (t == J_STR && v->data.scalar.length > 0))
-            return 1;
-    }
-    return 0;
-}
-
-/* etcd 3.4's securityConfig keys, stored through the client TLS flags. */
-static int client_security(struct config *c, yaml_document_t *d, yaml_node_t *m)
+/* etcd 3.4's securityConfig keys, stored through the client TLS flags
+ * (or the peer ones, "peer-" + key). */
+static int client_security(struct config *c, yaml_document_t *d, yaml_node_t *m,
+                           int peer)
 {
     static const char *const keys[] = {"cert-file", "key-file", "trusted-ca-file",
                                        "client-cert-auth", "auto-tls"};
+    const char *section = peer ? "peer-transport-security" : "client-transport-security";
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start;
          p < m->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(d, p->key);
@@ -501,9 +489,11 @@ static int client_security(struct config *c, yaml_document_t *d, yaml_node_t *m)
                 break;
         if (i == 5)
             continue; /* unknown keys are ignored, as encoding/json does */
-        const struct flag *f = find(keys[i], strlen(keys[i]));
+        char fname[64];
+        snprintf(fname, sizeof fname, "%s%s", peer ? "peer-" : "", keys[i]);
+        const struct flag *f = find(fname, strlen(fname));
         enum jt t = resolve(v, num, sizeof num, &b);
-        snprintf(field, sizeof field, "client-transport-security.%s", keys[i]);
+        snprintf(field, sizeof field, "%s.%s", section, keys[i]);
         if (t == J_NULL)
             continue;
         if (t != (f->kind == K_BOOL ? J_BOOL : J_STR))
@@ -538,12 +528,8 @@ static int yaml_key(struct config *c, const struct flag *f, yaml_document_t *d,
     case Y_SECURITY:
         if (t != J_OBJ)
             return type_err(c, jt_name[t], f->name, gotype(f));
-        if (strcmp(f->name, "client-transport-security") == 0)
-            return client_security(c, d, v);
-        if (security_set(d, v))
-            return verr(c, "%s: TLS is not supported yet; cairn refuses to "
-                           "start without it", f->name);
-        return 0;
+        return client_security(c, d, v,
+                               strcmp(f->name, "peer-transport-security") == 0);
     case Y_STRINGS: {
         if (t != J_ARR && t != J_NULL)
             return type_err(c, jt_name[t], f->name, gotype(f));

@@ -40,7 +40,8 @@ struct seg {
     raft_index first, last; /* last == first - 1: no entries */
     uint64_t epoch;
     uint64_t end;           /* bytes in use (header included) */
-    void *batch;            /* the file as read by open, until load */
+    void *batch;            /* the file as read by open, until load;
+                               dropped when the segment changes */
 };
 
 struct repl_log {
@@ -868,6 +869,43 @@ void repl_log_close(struct repl_log *l)
     cairn_free(l);
 }
 
+/* Reads a segment written since open (its records were checked when they
+ * were written, and crc'd again here). */
+static int seg_reread(struct repl_log *l, struct seg *s)
+{
+    char name[64];
+    size_t next, off = SEG_HDR;
+    int rc = 0, fd;
+
+    seg_name(name, sizeof name, s->first);
+    if ((s->batch = raft_malloc(s->end)) == NULL)
+        return RAFT_NOMEM;
+    fd = openat(l->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read_all(fd, s->batch, s->end, 0) != 0)
+        rc = SYSFAIL(l, l->errmsg, "read", name);
+    if (fd >= 0)
+        close(fd);
+    for (raft_index i = s->first; rc == 0 && i <= s->last; i++, off = next)
+        if (!rec_valid(s->batch, s->end, off, i, 0, &next))
+            rc = fail(l, l->errmsg, RAFT_CORRUPT,
+                      "segment %s: record %llu changed since written", name, i);
+    if (rc != 0) {
+        raft_free(s->batch);
+        s->batch = NULL;
+    }
+    return rc;
+}
+
+/* Frees the first @k loaded entries' batches and the array. */
+static void free_loaded(struct raft_entry *e, size_t k)
+{
+    void *batch = NULL;
+    for (size_t i = 0; i < k; i++)
+        if (e[i].batch != batch)
+            raft_free(batch = e[i].batch);
+    raft_free(e);
+}
+
 int repl_log_load(struct repl_log *l, raft_term *term, raft_id *vote,
                   struct raft_snapshot **snapshot, raft_index *start_index,
                   struct raft_entry **entries, size_t *n_entries)
@@ -884,6 +922,11 @@ int repl_log_load(struct repl_log *l, raft_term *term, raft_id *vote,
     /* Each segment's file image is the batch its entries point into. */
     for (unsigned i = 0; i < l->n_segs; i++) {
         struct seg *s = &l->segs[i];
+        int rc = s->batch == NULL ? seg_reread(l, s) : 0;
+        if (rc != 0) {
+            free_loaded(e, k);
+            return rc;
+        }
         uint8_t *p = s->batch;
         size_t off = SEG_HDR;
         for (raft_index idx = s->first; idx <= s->last; idx++, k++) {
@@ -924,6 +967,15 @@ int repl_log_empty(const struct repl_log *l)
 }
 
 /* ---- segments: writing ------------------------------------------------- */
+
+/* Writes make the image open read stale; load reads the file again. */
+static void seg_drop_image(struct repl_log *l)
+{
+    if (l->n_segs > 0 && l->segs[l->n_segs - 1].batch != NULL) {
+        raft_free(l->segs[l->n_segs - 1].batch);
+        l->segs[l->n_segs - 1].batch = NULL;
+    }
+}
 
 /* Makes segs[n_segs - 1] writable with room, starting a new one past
  * seg_max. The previous segment is synced (and the directory, if it was
@@ -1002,6 +1054,7 @@ int repl_log_append(struct repl_log *l, raft_index index,
         return fail(l, l->errmsg, RAFT_IOERR,
                     "append at %llu, expected %llu", index, l->next_index);
     hdr = cairn_malloc((n ? n : 1) * sizeof *hdr);
+    seg_drop_image(l);
     while (i < n) {
         if ((rc = seg_ready(l)) != 0)
             break;
@@ -1100,6 +1153,7 @@ int repl_log_truncate(struct repl_log *l, raft_index index)
             return rc;
     if (l->n_segs > 0 && l->segs[l->n_segs - 1].last >= index) {
         struct seg *s = &l->segs[l->n_segs - 1];
+        seg_drop_image(l);
         if ((rc = seg_offset(l, s, index, &off)) != 0)
             return rc;
         if (l->cur_fd < 0) {

@@ -242,10 +242,21 @@ static void log_round_trips_across_segments_and_restarts(void **state)
     assert_int_equal(open_log(f, 512), 0);
     load_check(f, &start, &n, NULL);
     assert_int_equal(n, 45);
+    /* Written after open and loaded without a reopen: the changed last
+     * segment and the new ones are read again. */
+    repl_log_close(f->l);
+    f->l = NULL;
+    assert_int_equal(open_log(f, 512), 0);
+    append(f, 46, 20, 4);
+    assert_int_equal(repl_log_truncate(f->l, 60), 0);
+    append(f, 60, 2, 5);
+    assert_int_equal(repl_log_sync(f->l), 0);
+    load_check(f, &start, &n, NULL);
+    assert_int_equal(n, 61);
     /* A wrong index is refused and changes nothing. */
     struct raft_entry e = {.term = 3, .type = RAFT_COMMAND};
-    assert_int_equal(repl_log_append(f->l, 47, &e, 1), RAFT_IOERR);
-    assert_int_equal(repl_log_next_index(f->l), 46);
+    assert_int_equal(repl_log_append(f->l, 63, &e, 1), RAFT_IOERR);
+    assert_int_equal(repl_log_next_index(f->l), 62);
 }
 
 static void metadata_alternates_and_survives_a_torn_write(void **state)

@@ -112,7 +112,7 @@ struct img_in {
     uint64_t bytes;
     uv_fs_t fs;
     uint8_t *wbuf;
-    size_t wlen;
+    size_t wlen, wcap;
 };
 
 struct conn {
@@ -1206,8 +1206,6 @@ static void on_img_written(uv_fs_t *fs)
     ssize_t rc = fs->result;
     size_t want = ii->wlen;
     uv_fs_req_cleanup(fs);
-    cairn_free(ii->wbuf);
-    ii->wbuf = NULL;
     if (c->closing)
         goto out_unref;
     if (rc < 0 || (size_t)rc != want) {
@@ -1256,7 +1254,12 @@ static int image_begin(struct conn *c, struct raft_message *msg)
 static void image_chunk(struct conn *c, const uint8_t *b, size_t len)
 {
     struct img_in *ii = c->iin;
-    ii->wbuf = cairn_malloc(len);
+    /* One buffer per stream, as big as the largest chunk: the bytes stay
+     * until the write returned, while the input buffer moves on. */
+    if (ii->wcap < len) {
+        ii->wbuf = cairn_realloc(ii->wbuf, len);
+        ii->wcap = len;
+    }
     ii->wlen = len;
     memcpy(ii->wbuf, b, len);
     ii->fs.data = c;
@@ -1265,8 +1268,6 @@ static void image_chunk(struct conn *c, const uint8_t *b, size_t len)
     int rc = uv_fs_write(c->p->loop, &ii->fs, ii->fd, &buf, 1, (int64_t)ii->bytes,
                          on_img_written);
     if (rc != 0) {
-        cairn_free(ii->wbuf);
-        ii->wbuf = NULL;
         conn_close(c);
         c->busy_fs = 0;
         conn_unref(c);
@@ -1516,12 +1517,15 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- setup ---- */
 
-static int load_pair(SSL_CTX *ctx, const struct repl_peer_tls *t, char *err,
-                     size_t errlen)
+/* @with_cert: present the member's certificate (every server context,
+ * and client contexts when one is configured). */
+static int load_ctx(SSL_CTX *ctx, const struct repl_peer_tls *t, int with_cert,
+                    char *err, size_t errlen)
 {
-    if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+    if (with_cert &&
+        (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_check_private_key(ctx) != 1)) {
         char e[256];
         ERR_error_string_n(ERR_peek_last_error(), e, sizeof e);
         ERR_clear_error();
@@ -1548,26 +1552,34 @@ static int tls_setup(struct repl_peer *p, const struct repl_peer_tls *t,
                      char *err, size_t errlen)
 {
     int rc;
-    if (t->cert_file == NULL || !*t->cert_file || t->key_file == NULL ||
-        !*t->key_file) {
-        snprintf(err, errlen, "peer TLS needs --peer-cert-file and --peer-key-file");
+    int has_cert = t->cert_file != NULL && *t->cert_file;
+    int has_key = t->key_file != NULL && *t->key_file;
+    int cn = t->allowed_cn != NULL && *t->allowed_cn;
+    if (has_cert != has_key) {
+        snprintf(err, errlen, "peer TLS needs both --peer-cert-file and "
+                 "--peer-key-file");
         return -EINVAL;
     }
-    p->srv_ctx = SSL_CTX_new(TLS_server_method());
+    /* Without a certificate the member can dial https peers (presenting
+     * none) but cannot listen on https. */
     p->cli_ctx = SSL_CTX_new(TLS_client_method());
-    if (p->srv_ctx == NULL || p->cli_ctx == NULL) {
-        snprintf(err, errlen, "peer TLS: SSL_CTX_new failed");
+    if (p->cli_ctx == NULL)
         return -ENOMEM;
-    }
-    if ((rc = load_pair(p->srv_ctx, t, err, errlen)) != 0 ||
-        (rc = load_pair(p->cli_ctx, t, err, errlen)) != 0)
+    if ((rc = load_ctx(p->cli_ctx, t, has_cert, err, errlen)) != 0)
         return rc;
-    /* A CN can only be checked on a certificate that was asked for. */
-    if (t->client_cert_auth || (t->allowed_cn != NULL && *t->allowed_cn))
-        SSL_CTX_set_verify(p->srv_ctx,
-                           SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_verify(p->cli_ctx, SSL_VERIFY_PEER, NULL);
-    if (t->allowed_cn != NULL && *t->allowed_cn)
+    if (has_cert) {
+        p->srv_ctx = SSL_CTX_new(TLS_server_method());
+        if (p->srv_ctx == NULL)
+            return -ENOMEM;
+        if ((rc = load_ctx(p->srv_ctx, t, 1, err, errlen)) != 0)
+            return rc;
+        /* A CN can only be checked on a certificate that was asked for. */
+        if (t->client_cert_auth || cn)
+            SSL_CTX_set_verify(p->srv_ctx, SSL_VERIFY_PEER |
+                               SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    if (cn)
         p->allowed_cn = cairn_strdup(t->allowed_cn);
     return 0;
 }

@@ -367,7 +367,7 @@ struct node {
     int closed;
     struct raft_message msgs[MAXMSG];
     char *addrs[MAXMSG];
-    int nmsg;
+    int nmsg, total;
     int app_type, napp;
     uint64_t app_from;
     uint8_t app_data[64];
@@ -387,7 +387,11 @@ struct fixture {
 static void on_recv_raft(void *ud, struct raft_message *m)
 {
     struct node *n = ud;
-    assert_true(n->nmsg < MAXMSG);
+    n->total++;
+    if (n->nmsg == MAXMSG) { /* counted only */
+        free_like_raft(m);
+        return;
+    }
     n->addrs[n->nmsg] = strdup(m->server_address);
     n->msgs[n->nmsg++] = *m;
 }
@@ -773,6 +777,177 @@ static void wrong_cluster_or_member_refused(void **state)
     fclose(lf);
     assert_non_null(strstr(buf, "cluster ID mismatch"));
     assert_non_null(strstr(buf, "hello for another member"));
+}
+
+static int total_1024(void *arg)
+{
+    return ((struct node *)arg)->total == 1024;
+}
+
+static void connect_queue_is_bounded(void **state)
+{
+    struct fixture *f = *state;
+    start(f, 0, 1, CLUSTER);
+    start(f, 1, 2, CLUSTER);
+    repl_peer_set_urls(f->n[0].p, 2, f->n[1].url);
+    enum { N = 1100 };
+    struct sent *s = calloc(N, sizeof *s);
+    /* all sent before the loop runs: the connect is pending for each */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(send_to(f, 0, 1, sample(RAFT_IO_TIMEOUT_NOW), &s[i]), 0);
+    assert_true(run_until(f, sent_done, &s[N - 1], 5000));
+    struct count_arg a = {&f->n[1], 1};
+    assert_true(run_until(f, has_msgs, &a, 5000));
+    int ok = 0, refused = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true(run_until(f, sent_done, &s[i], 5000));
+        assert_int_equal(s[i].calls, 1);
+        ok += s[i].status == 0;
+        refused += s[i].status == RAFT_NOCONNECTION;
+    }
+    assert_int_equal(ok, 1024);
+    assert_int_equal(refused, N - 1024);
+    assert_true(run_until(f, total_1024, &f->n[1], 5000));
+    free(s);
+}
+
+/* A raw client that writes bytes to a listener and waits for it to hang
+ * up. */
+struct raw {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    uint8_t *bytes;
+    size_t len;
+    int eof, closed;
+    char rbuf[4096];
+};
+
+static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    (void)n;
+    struct raw *r = h->data;
+    *b = uv_buf_init(r->rbuf, sizeof r->rbuf);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    struct raw *r = s->data;
+    if (n < 0)
+        r->eof = 1; /* refused: the listener closed it */
+}
+
+static void raw_written(uv_write_t *w, int status)
+{
+    (void)w;
+    (void)status;
+}
+
+static void raw_connected(uv_connect_t *c, int status)
+{
+    struct raw *r = c->data;
+    if (status < 0) {
+        r->eof = 1;
+        return;
+    }
+    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+    uv_buf_t b = uv_buf_init((char *)r->bytes, (unsigned)r->len);
+    uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written);
+}
+
+static void raw_closed(uv_handle_t *h)
+{
+    ((struct raw *)h->data)->closed = 1;
+}
+
+/* Sends @len bytes to @port; 1 when the listener hung up, 0 when it kept
+ * the connection open until @ms passed. */
+static int raw_send(struct fixture *f, int port, const uint8_t *bytes, size_t len,
+                    int ms)
+{
+    struct raw r;
+    memset(&r, 0, sizeof r);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    r.bytes = malloc(len ? len : 1);
+    memcpy(r.bytes, bytes, len);
+    r.len = len;
+    uv_tcp_init(&f->loop, &r.tcp);
+    r.tcp.data = &r;
+    r.creq.data = &r;
+    assert_int_equal(uv_tcp_connect(&r.creq, &r.tcp, (struct sockaddr *)&sa,
+                                    raw_connected), 0);
+    int hung_up = run_until(f, is_set, &r.eof, ms);
+    uv_close((uv_handle_t *)&r.tcp, raw_closed);
+    assert_true(run_until(f, is_set, &r.closed, 5000));
+    free(r.bytes);
+    return hung_up;
+}
+
+/* A hello from member 1 to member 2 of CLUSTER, then @frame. */
+static size_t with_hello(uint8_t *out, const uint8_t *frame, size_t len)
+{
+    peer__hello_encode(out, CLUSTER, 1, 2, 1);
+    out[PEER_HELLO_LEN] = 'x';
+    memcpy(out + PEER_HELLO_LEN + 1, frame, len);
+    return PEER_HELLO_LEN + 1 + len;
+}
+
+static void garbage_from_the_network_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    start(f, 1, 2, CLUSTER);
+    int port = f->n[1].port;
+    uint8_t buf[2048], fr[1024];
+    /* not a hello */
+    assert_true(raw_send(f, port, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18,
+                         5000));
+    /* a frame larger than allowed */
+    peer__frame_header(fr, PEER_FRAME_MAX + 1, RAFT_IO_TIMEOUT_NOW, 0);
+    assert_true(raw_send(f, port, buf, with_hello(buf, fr, 8), 5000));
+    /* image chunks without an install snapshot */
+    peer__frame_header(fr, 3, PEER_K_IMAGE_CHUNK, 0);
+    assert_true(raw_send(f, port, buf, with_hello(buf, fr, 11), 5000));
+    /* an unknown kind */
+    peer__frame_header(fr, 0, 99, 0);
+    assert_true(raw_send(f, port, buf, with_hello(buf, fr, 8), 5000));
+    /* every message type, each truncated by one byte */
+    for (int t = RAFT_IO_APPEND_ENTRIES; t <= RAFT_IO_TIMEOUT_NOW; t++) {
+        struct raft_message m = sample(t);
+        size_t n;
+        uint8_t *e = encode_frame(&m, &n);
+        assert_true(n < sizeof fr);
+        memcpy(fr, e, n);
+        free(e);
+        peer__frame_header(fr, n - PEER_FRAME_HDR - 1, (unsigned)t, 0);
+        assert_true(raw_send(f, port, buf, with_hello(buf, fr, n - 1), 5000));
+    }
+    /* random frames after a good hello: refused or ignored, never a crash */
+    for (int i = 0; i < 200; i++) {
+        size_t n = 8 + xorshift() % 200;
+        for (size_t k = 0; k < n; k++)
+            fr[k] = (uint8_t)xorshift();
+        size_t body = xorshift() % 300;
+        peer__frame_header(fr, body, 1 + (unsigned)(xorshift() % 18),
+                           (unsigned)(xorshift() % 2));
+        raw_send(f, port, buf, with_hello(buf, fr, n), 30);
+    }
+    /* a connection cut in the middle of a frame */
+    struct raft_message m = sample(RAFT_IO_APPEND_ENTRIES);
+    size_t n;
+    uint8_t *e = encode_frame(&m, &n);
+    raw_send(f, port, buf, with_hello(buf, e, n / 2), 30);
+    free(e);
+    assert_int_equal(f->n[1].nmsg, 0);
+    /* and the member still works */
+    start(f, 0, 1, CLUSTER);
+    repl_peer_set_urls(f->n[0].p, 2, f->n[1].url);
+    struct sent s;
+    assert_int_equal(send_to(f, 0, 1, sample(RAFT_IO_REQUEST_VOTE), &s), 0);
+    struct count_arg a = {&f->n[1], 1};
+    assert_true(run_until(f, has_msgs, &a, 5000));
+    assert_int_equal(f->n[1].msgs[0].type, RAFT_IO_REQUEST_VOTE);
 }
 
 /* ---- image streaming ---- */
@@ -1199,6 +1374,8 @@ int main(void)
         T(second_url_used_when_first_fails),
         T(sends_resume_after_peer_restart),
         T(wrong_cluster_or_member_refused),
+        T(connect_queue_is_bounded),
+        T(garbage_from_the_network_is_refused),
         T(image_streams_in_chunks),
         T(image_cut_short_is_discarded),
         T(close_cancels_queued_sends),

@@ -122,7 +122,7 @@ struct conn {
     uv_timer_t timer; /* deadline until the hello exchange is done */
     uv_connect_t creq;
     int refs;
-    int outbound, tls, closing, paused, busy_fs;
+    int outbound, tls, closing, paused;
     enum cstate state;
     SSL *ssl;
     int tls_up;
@@ -982,7 +982,9 @@ static void tls_established(struct conn *c)
     char cn[256], why[320];
     struct repl_peer *p = c->p;
     peer_cn(c->ssl, cn, sizeof cn);
-    if (p->allowed_cn != NULL && strcmp(cn, p->allowed_cn) != 0) {
+    /* As etcd: the CN is checked on the certificates of members that
+     * dial us; a dialer checks the server's certificate chain and host. */
+    if (!c->outbound && p->allowed_cn != NULL && strcmp(cn, p->allowed_cn) != 0) {
         snprintf(why, sizeof why, "peer certificate CN %s is not allowed (want %s)",
                  cn[0] ? cn : "(none)", p->allowed_cn);
         log_rejected(c, why);
@@ -1141,15 +1143,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void pause_input(struct conn *c)
 {
     c->paused = 1;
-    c->busy_fs = 1;
-    c->refs++;
+    c->refs++; /* the file request points at us */
     uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
 /* After a file system step: input flows again (what is buffered first). */
 static void resume_input(struct conn *c)
 {
-    c->busy_fs = 0;
     c->paused = 0;
     if (!c->closing) {
         conn_process(c);
@@ -1269,7 +1269,6 @@ static void image_chunk(struct conn *c, const uint8_t *b, size_t len)
                          on_img_written);
     if (rc != 0) {
         conn_close(c);
-        c->busy_fs = 0;
         conn_unref(c);
     }
 }
@@ -1281,7 +1280,6 @@ static void image_end(struct conn *c)
     pause_input(c);
     if (uv_fs_fsync(c->p->loop, &ii->fs, ii->fd, on_img_synced) != 0) {
         conn_close(c);
-        c->busy_fs = 0;
         conn_unref(c);
     }
 }
@@ -1451,6 +1449,7 @@ static void on_connect(uv_connect_t *req, int status)
     }
     set_remote(c);
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 10); /* a peer that vanished without a FIN */
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
         conn_close(c);
         return;
@@ -1509,6 +1508,7 @@ static void on_connection(uv_stream_t *server, int status)
     }
     set_remote(c);
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_keepalive(&c->tcp, 1, 10);
     uv_timer_start(&c->timer, on_conn_timeout, HELLO_TIMEOUT_MS, 0);
     if ((l->tls && tls_begin(c) != 0) ||
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
@@ -1706,6 +1706,8 @@ static int same_urls(const struct member *m, const char *urls)
 
 void repl_peer_set_urls(struct repl_peer *p, uint64_t id, const char *urls)
 {
+    if (p->closing)
+        return;
     struct member *m = member_get(p, id);
     if (same_urls(m, urls))
         return; /* the glue may repeat itself on every configuration */

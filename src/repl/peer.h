@@ -33,7 +33,12 @@ struct repl_peer;
 struct repl_peer_tls {
     const char *cert_file, *key_file, *trusted_ca_file;
     int client_cert_auth;       /* --peer-client-cert-auth */
-    const char *allowed_cn;     /* --peer-cert-allowed-cn, NULL = any */
+    const char *allowed_cn;     /* --peer-cert-allowed-cn, NULL = any:
+                                   the CN of members that dial us (their
+                                   certificate is then required) */
+    /* cert_file/key_file NULL: dial https peers presenting no certificate,
+     * no https listener. Dialers verify the server against the trusted CA
+     * (system CAs when NULL) and the dialed host (IP SAN or DNS name). */
 };
 
 struct repl_peer_opts {
@@ -42,7 +47,10 @@ struct repl_peer_opts {
     const char *listen_urls;    /* --listen-peer-urls, comma-separated;
                                    hosts: IP literals or localhost */
     const struct repl_peer_tls *tls; /* NULL: plain TCP (http:// URLs) */
-    const char *image_dir;      /* where received store images are written */
+    const char *image_dir;      /* where received store images are written,
+                                   as .peer-image-* files (a crash can
+                                   leave partial ones: the owner may
+                                   delete them at start) */
     void *ud;
     /* A raft message for this member. Ownership as libraft expects for
      * received messages: entries array and their data come from

@@ -898,7 +898,22 @@ int repl_start(uv_loop_t *loop, struct server *s)
     if ((rv = mkdirs(image_dir)) != 0)
         return -1;
 
+    char adv[2048];
+    size_t o = 0;
+    adv[0] = 0;
+    for (int i = 0; i < s->n_peer_urls && o < sizeof adv; i++)
+        o += (size_t)snprintf(adv + o, sizeof adv - o, "%s%s", i ? "," : "",
+                              s->peer_urls[i]);
+    struct repl_peer_tls tls = {0};
+    tls.cert_file = s->peer_cert_file;
+    tls.key_file = s->peer_key_file;
+    tls.trusted_ca_file = s->cfg.peer_trusted_ca_file;
+    tls.client_cert_auth = s->cfg.peer_client_cert_auth;
+    tls.allowed_cn = s->cfg.peer_cert_allowed_cn;
     struct repl_peer_opts po = {0};
+    po.advertise_urls = adv;
+    if (tls.cert_file != NULL || tls.trusted_ca_file != NULL)
+        po.tls = &tls;
     po.cluster_id = s->cluster_id;
     po.self_id = N.self;
     po.listen_urls = s->cfg.listen_peer_urls;

@@ -350,8 +350,6 @@ void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__MoveLeaderRequest *r =
         etcdserverpb__move_leader_request__unpack(&c->arena.pb, len, msg);
-    Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     if (r == NULL) {
         rpc_bad_message(c);
         return;

@@ -14,6 +14,7 @@
 #include "core/mem.h"
 #include "lease/lease.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "repl/repl.h"
 #include "rpc/rpc.h"
 #include "server/compactor.h"
@@ -82,12 +83,6 @@ uint64_t server_cluster_id(const uint64_t *ids, int n)
 /* Finds this member's peer URLs in --initial-cluster and computes the
  * member and cluster IDs as etcd does (every member's ID from its peer URLs
  * and the cluster token; the cluster's from the sorted member IDs). */
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int identity(struct server *s)
 {
     char *ic = cairn_strdup(s->cfg.initial_cluster), *ents[128];
@@ -137,7 +132,6 @@ static int identity(struct server *s)
                                     s->cfg.initial_cluster_token);
     for (int j = 0; j < nm; j++)
         ids[j] = server_member_id(urls[j], nurls[j], s->cfg.initial_cluster_token);
-    qsort(ids, (size_t)nm, sizeof *ids, cmp_u64);
     s->cluster_id = server_cluster_id(ids, nm);
     char *cu = cairn_strdup(s->cfg.advertise_client_urls);
     s->n_client_urls = config_split(cu, s->client_urls, CONFIG_MAX_URLS);
@@ -263,7 +257,7 @@ static void drain_pool(uv_loop_t *loop)
 int main(int argc, char **argv)
 {
     static struct server server;
-    struct net_opts nopts;
+    struct net_opts nopts = {0};
     char *urls[CONFIG_MAX_URLS];
     int rc, n;
 
@@ -356,6 +350,24 @@ int main(int argc, char **argv)
     if (auth_init(server.loop, server.mvcc, &ao, aerr, sizeof aerr) != 0) {
         log_error("server: %s", aerr);
         return 1;
+    }
+    server.peer_cert_file = server.cfg.peer_cert_file;
+    server.peer_key_file = server.cfg.peer_key_file;
+    if (server.cfg.peer_auto_tls &&
+        (server.peer_cert_file == NULL || server.peer_key_file == NULL)) {
+        /* etcd's --peer-auto-tls: a self-signed certificate in
+         * <data-dir>/fixtures/peer */
+        static char pc[4096], pk[4096];
+        char dir[4096], perr[256];
+        snprintf(dir, sizeof dir, "%s/fixtures/peer", server.cfg.data_dir);
+        if (net_tls_self_cert(dir, server.cfg.listen_peer_urls, pc, pk, perr,
+                              sizeof perr) != 0) {
+            log_errorw("failed to create peer self-signed certificate",
+                       LOG_STR("error", perr));
+            return 1;
+        }
+        server.peer_cert_file = pc;
+        server.peer_key_file = pk;
     }
     /* last: raft may apply entries as soon as it starts, and the lessor,
      * watchers and auth cache follow what is applied */

@@ -20,6 +20,8 @@ struct server {
     int n_peer_urls;
     char *client_urls[CONFIG_MAX_URLS];
     int n_client_urls;
+    /* peer TLS: the configured files, or --peer-auto-tls's generated ones */
+    const char *peer_cert_file, *peer_key_file;
     int stopping;
 };
 

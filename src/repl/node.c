@@ -1,5 +1,6 @@
 /* The member's raft node: libraft with cairn's raft_io, the state machine
  * glue, proposals (local and forwarded), read indexes and leadership. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -845,13 +846,35 @@ static int send_raft(void *ud, const struct raft_message *m,
                      void (*cb)(void *cb_ud, int status), void *cb_ud)
 {
     (void)ud;
-    return repl_peer_send_raft(N.peer, m, cb, cb_ud);
+    int rc = repl_peer_send_raft(N.peer, m, cb, cb_ud);
+    if (rc == -EMSGSIZE)
+        return RAFT_TOOBIG;
+    if (rc == -ESHUTDOWN)
+        return RAFT_CANCELED;
+    return rc < 0 ? RAFT_NOCONNECTION : rc;
 }
 
 static void on_raft_msg(void *ud, struct raft_message *msg)
 {
     (void)ud;
     repl_io_deliver(&N.io, msg);
+}
+
+/* Images a crash cut short (repl_peer writes .peer-image-* files). */
+static void remove_partial_images(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, ".peer-image-", 12) != 0)
+            continue;
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
 }
 
 static int mkdirs(const char *path)
@@ -897,6 +920,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
     snprintf(image_dir, sizeof image_dir, "%s/member/snap", s->cfg.data_dir);
     if ((rv = mkdirs(image_dir)) != 0)
         return -1;
+    remove_partial_images(image_dir);
 
     char adv[2048];
     size_t o = 0;

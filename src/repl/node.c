@@ -870,7 +870,7 @@ static void remove_partial_images(const char *dir)
     while ((e = readdir(d)) != NULL) {
         if (strncmp(e->d_name, ".peer-image-", 12) != 0)
             continue;
-        char p[4096];
+        char p[4096 + 256 + 2];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         unlink(p);
     }

@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "apply/apply.h"
 #include "auth/auth.h"
@@ -52,6 +53,10 @@ struct apply {
     int sealing;                  /* a re-encryption pass is pending */
     struct crypt_ring *seal_new;  /* a reread key file to install (mu) */
     _Atomic uint64_t index;        /* raft index the store holds */
+    _Atomic uint64_t durable;      /* ... and holds durably (NOMETASYNC) */
+    uint64_t synced_top;           /* apply thread: index of the last commit */
+    int sync_req;                  /* under mu: apply_sync_to() waits */
+    pthread_cond_t sync_cv;
     _Atomic uint64_t term;         /* for response headers */
     void (*on_effects)(struct apply_cmd *cmd);
     _Atomic unsigned alarms;       /* apply_alarms() */
@@ -445,9 +450,24 @@ static void refresh_in_use(struct apply *a, int force)
 
 /* One defragment step between commits; when the pass is over, everyone
  * waiting hears the result. */
+/* mdb_env_sync: everything committed is durable. */
+static void sync_now(struct apply *a)
+{
+    if (mvcc_sync(a->m) == 0)
+        atomic_store(&a->durable, a->synced_top);
+    pthread_mutex_lock(&a->mu);
+    a->sync_req = 0;
+    pthread_cond_broadcast(&a->sync_cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
 static void defrag_step(struct apply *a)
 {
     uint64_t t0 = now_us();
+    /* Punch only pages the durable meta page no longer reaches: a machine
+     * crash falls back to it, never to an older one. */
+    if (atomic_load(&a->durable) != a->synced_top)
+        sync_now(a);
     if (a->defrag_steps == 0)
         a->defrag_start_us = t0;
     int rc = mvcc_defrag_step(a->m, &a->defrag_from, DEFRAG_STEP_US,
@@ -611,6 +631,10 @@ static void run_batch(struct apply *a, struct apply_cmd *batch)
         a->compacting = 0;
     } else {
         atomic_store(&a->index, top);
+        /* this commit's data sync made the previous commit's meta page
+         * durable */
+        atomic_store(&a->durable, a->synced_top);
+        a->synced_top = top;
         atomic_store(&a->committed_rev, t.rev);
         refresh_in_use(a, 0);
     }
@@ -664,8 +688,10 @@ static void *apply_main(void *arg)
         size_t ncmd = 0, bytes = 0;
         pthread_mutex_lock(&a->mu);
         while (a->q_head == NULL && !a->stopping && !a->compacting &&
-               a->defrag == NULL && !a->sealing && a->seal_new == NULL)
+               a->defrag == NULL && !a->sealing && a->seal_new == NULL &&
+               !a->sync_req)
             pthread_cond_wait(&a->cv, &a->mu);
+        int want_sync = a->sync_req;
         struct crypt_ring *ring = a->stopping ? NULL : a->seal_new;
         if (ring != NULL)
             a->seal_new = NULL;
@@ -697,6 +723,8 @@ static void *apply_main(void *arg)
             seal_install(a, ring);
         if (batch != NULL || a->compacting || a->sealing)
             run_batch(a, batch);
+        if (want_sync)
+            sync_now(a);
         if (defrag)
             defrag_step(a);
     }
@@ -760,6 +788,7 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->alarm_mu, NULL);
     pthread_cond_init(&a->cv, NULL);
+    pthread_cond_init(&a->sync_cv, NULL);
     uv_async_init(loop, &a->async, on_async);
     a->async.data = a;
     /* Resume a compaction a restart interrupted. */
@@ -771,6 +800,9 @@ int apply_start(uv_loop_t *loop, struct mvcc *m, const struct apply_header *h,
         a->notified_rev = t.rev;
         atomic_store(&a->committed_rev, t.rev);
         atomic_store(&a->index, (uint64_t)mvcc_meta_get(&t, "raft_index", 0));
+        /* what a reopened store holds is durable */
+        atomic_store(&a->durable, atomic_load(&a->index));
+        a->synced_top = atomic_load(&a->index);
         mvcc_alarms(&t, restore_alarm, a);
         mvcc_read_end(&t);
     }
@@ -880,6 +912,7 @@ void apply_stop(struct apply *a)
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->alarm_mu);
     pthread_cond_destroy(&a->cv);
+    pthread_cond_destroy(&a->sync_cv);
 }
 
 void apply_cmd_free(struct apply_cmd *cmd)
@@ -943,4 +976,35 @@ void apply_defrag(struct apply *a, void (*done)(void *ud, int rc, int64_t freed)
 int64_t apply_rev(struct apply *a)
 {
     return atomic_load(&a->committed_rev);
+}
+
+uint64_t apply_durable_index(struct apply *a)
+{
+    return atomic_load(&a->durable);
+}
+
+int apply_sync_to(struct apply *a, uint64_t index)
+{
+    /* bounded: a stuck disk fails the snapshot rather than a thread */
+    for (int i = 0; i < 300 && atomic_load(&a->durable) < index; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&a->mu);
+        if (a->stopping) {
+            pthread_mutex_unlock(&a->mu);
+            return CAIRN_ESTOPPED;
+        }
+        if (atomic_load(&a->index) >= index) {
+            a->sync_req = 1;
+            pthread_cond_signal(&a->cv);
+        }
+        pthread_cond_timedwait(&a->sync_cv, &a->mu, &ts);
+        pthread_mutex_unlock(&a->mu);
+    }
+    return atomic_load(&a->durable) >= index ? 0 : CAIRN_ETIMEOUT;
 }

@@ -135,8 +135,15 @@ void apply_seal_reload(struct apply *a, struct crypt_ring *ring);
 
 /* The store's revision after the last commit. Any thread. */
 int64_t apply_rev(struct apply *a);
-/* The raft index of the last entry the store holds (durable). Any
- * thread. */
+/* The raft index of the last entry the store holds (committed; readers
+ * see it). Any thread. */
 uint64_t apply_index(struct apply *a);
+/* ... and holds durably: a machine crash keeps it. The raft log must keep
+ * every entry above it. Any thread. */
+uint64_t apply_durable_index(struct apply *a);
+/* Blocks until the store durably holds @index (asking the apply thread
+ * for a sync when it holds it but not durably); at most ~30 s. 0,
+ * CAIRN_ETIMEOUT or CAIRN_ESTOPPED. Not on the loop thread. */
+int apply_sync_to(struct apply *a, uint64_t index);
 
 #endif

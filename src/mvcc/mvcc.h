@@ -54,6 +54,9 @@ struct mvcc_txn {
 /* Opens (creating if needed) the store in directory @dir. @map_size is the
  * reserved address space. Errors: -errno, CAIRN_ESTORE. */
 int mvcc_open(const char *dir, size_t map_size, struct mvcc **out);
+/* Makes the last commit durable (its meta page; commits only sync their
+ * data pages). Any thread; not inside a write txn. */
+int mvcc_sync(struct mvcc *m);
 void mvcc_close(struct mvcc *m);
 
 /* Live keys (not deleted) as of the last commit: O(1), any thread. */

@@ -664,3 +664,26 @@ void repl_transfer(uint64_t target, repl_member_cb done, void *ud)
              target);
     }
 }
+
+/* ---- --force-new-cluster ---- */
+
+static void forced_done(void *ud, int rc, uint64_t id)
+{
+    (void)ud;
+    if (rc != 0 && rc != CAIRN_EMEMBERNOTFOUND)
+        N.force_pending = 1; /* tried again on a later tick */
+    else
+        log_infow("removed member (--force-new-cluster)", LOG_UINT("member", id));
+}
+
+void repl__members_force_alone(void)
+{
+    N.force_pending = 0;
+    for (int i = 0; i < N.n_members; i++) {
+        if (N.members[i].id == N.self)
+            continue;
+        Etcdserverpb__Member m = ETCDSERVERPB__MEMBER__INIT;
+        m.id = N.members[i].id;
+        member_submit(APPLY_MEMBER_REMOVE, &m, forced_done, NULL);
+    }
+}

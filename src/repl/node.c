@@ -375,6 +375,31 @@ static void image_received(void *ud, uint64_t index, const char *path)
               LOG_UINT("snapshot-index", index));
 }
 
+/* Thread pool (libraft's async snapshot): the snapshot is stored only once
+ * the store durably holds its index, so a restart never finds a snapshot
+ * the store is behind. */
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                              unsigned *n_bufs)
+{
+    (void)fsm;
+    if (*n_bufs < 1 || (*bufs)[0].len < 16)
+        return RAFT_INVALID;
+    uint64_t idx = get64((uint8_t *)(*bufs)[0].base + 8);
+    return apply_sync_to(N.s->apply, idx) == 0 ? 0 : RAFT_IOERR;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    (void)fsm;
+    for (unsigned i = 0; i < *n_bufs; i++)
+        raft_free((*bufs)[i].base);
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     (void)fsm;
@@ -828,6 +853,8 @@ static void on_tick(uv_timer_t *t)
     lq_expire(0);
     if (N.leader != 0)
         repl__members_publish();
+    if (leading && N.force_pending)
+        repl__members_force_alone();
     if (leading)
         repl__members_reconcile();
 }
@@ -839,7 +866,7 @@ static uint64_t keep_from(void *ud)
     (void)ud;
     /* the log is the store's write-ahead log: never cut what it does not
      * hold durably */
-    return apply_index(N.s->apply) + 1;
+    return apply_durable_index(N.s->apply) + 1;
 }
 
 static int send_raft(void *ud, const struct raft_message *m,
@@ -965,9 +992,11 @@ int repl_start(uv_loop_t *loop, struct server *s)
                    LOG_INT("rc", rv));
         return -1;
     }
-    N.fsm.version = 1;
+    N.fsm.version = 3;
     N.fsm.apply = fsm_apply;
     N.fsm.snapshot = fsm_snapshot;
+    N.fsm.snapshot_async = fsm_snapshot_async;
+    N.fsm.snapshot_finalize = fsm_snapshot_finalize;
     N.fsm.restore = fsm_restore;
     char addr[32];
     snprintf(addr, sizeof addr, "%016" PRIx64, N.self);
@@ -1000,6 +1029,25 @@ int repl_start(uv_loop_t *loop, struct server *s)
             log_errorw("raft: bootstrap failed", LOG_STR("error", raft_strerror(rv)));
             return -1;
         }
+    }
+    if (s->cfg.force_new_cluster) {
+        /* etcd's --force-new-cluster: this member alone, keeping its data;
+         * the other members' records are removed once it leads */
+        struct raft_configuration conf;
+        char a[32];
+        raft_configuration_init(&conf);
+        snprintf(a, sizeof a, "%016" PRIx64, N.self);
+        raft_configuration_add(&conf, N.self, a, RAFT_VOTER);
+        rv = raft_recover(&N.raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv != 0) {
+            log_errorw("raft: --force-new-cluster failed",
+                       LOG_STR("error", raft_strerror(rv)));
+            return -1;
+        }
+        N.force_pending = 1;
+        log_warnw("forcing restart member as a new one-member cluster",
+                  LOG_STR("advertise-peer-urls", adv));
     }
     if ((rv = raft_start(&N.raft)) != 0) {
         log_errorw("raft: start failed", LOG_STR("error", raft_strerror(rv)),

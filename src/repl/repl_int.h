@@ -39,7 +39,8 @@ struct repl_node {
     uint64_t no_leader_since;  /* ms; 0 while a leader is known */
     uint64_t conf_index, conf_uncommitted; /* configuration seen */
     int started, stopping;
-    int restoring;          /* a store image replaces the store at restart */
+    int restoring;
+    int force_pending;      /* --force-new-cluster: remove the others */          /* a store image replaces the store at restart */
     uv_timer_t tick;
     /* membership (member.c) */
     struct repl_member *members;
@@ -64,6 +65,7 @@ int repl__entry_encode(struct raft_buffer *out, int op, uint64_t origin,
 int repl__members_load(void);
 void repl__members_reconcile(void);   /* leader, on the tick */
 void repl__members_publish(void);     /* once a leader is known */
+void repl__members_force_alone(void); /* --force-new-cluster, leading */
 int repl__voters(void);               /* voters in raft's configuration */
 /* Leader, before proposing: checks only the leader can make (a learner
  * to promote must have caught up). 0 or an error. */

@@ -339,26 +339,35 @@ static void test_unsupported_and_ignored(void **state)
 {
     (void)state;
     /* features not built: refuse to start rather than differ silently */
-    assert_int_equal(RC("--peer-cert-file", "x"), 2);
-    assert_int_equal(RC("--peer-cert-file=x"), 2);
-    assert_int_equal(RC("--peer-key-file", "k", "--name", "n"), 2);
     assert_int_equal(RC("--discovery", "https://x"), 2);
-    assert_int_equal(RC("--peer-auto-tls"), 2);
-    assert_int_equal(RC("--peer-client-cert-auth=true"), 2);
-    assert_int_equal(RC("--force-new-cluster"), 2);
-    /* a bool feature turned off is fine */
-    assert_int_equal(RC("--peer-auto-tls=false"), 0);
-    assert_int_equal(RC("--peer-client-cert-auth=false", "--peer-auto-tls=false"), 0);
-    setenv("ETCD_PEER_CERT_FILE", "/x.pem", 1);
-    assert_int_equal(RC(NULL), 2);
-    unsetenv("ETCD_PEER_CERT_FILE");
+    assert_int_equal(RC("--discovery-srv", "example.com"), 2);
+    /* peer TLS and cluster flags are parsed into the configuration */
+    struct parsed *pt =
+        PARSE("--peer-cert-file", "/c.pem", "--peer-key-file=/k.pem",
+              "--peer-trusted-ca-file", "/ca.pem", "--peer-client-cert-auth",
+              "--peer-cert-allowed-cn", "member", "--force-new-cluster",
+              "--strict-reconfig-check=false");
+    assert_int_equal(pt->rc, 0);
+    assert_string_equal(pt->c.peer_cert_file, "/c.pem");
+    assert_string_equal(pt->c.peer_key_file, "/k.pem");
+    assert_string_equal(pt->c.peer_trusted_ca_file, "/ca.pem");
+    assert_string_equal(pt->c.peer_cert_allowed_cn, "member");
+    assert_int_equal(pt->c.peer_client_cert_auth, 1);
+    assert_int_equal(pt->c.force_new_cluster, 1);
+    assert_int_equal(pt->c.strict_reconfig_check, 0);
+    done(pt);
+    pt = PARSE(NULL);
+    assert_int_equal(pt->c.strict_reconfig_check, 1); /* etcd's default */
+    assert_int_equal(pt->c.peer_auto_tls, 0);
+    done(pt);
     setenv("ETCD_PEER_AUTO_TLS", "true", 1);
-    assert_int_equal(RC(NULL), 2);
-    setenv("ETCD_PEER_AUTO_TLS", "false", 1);
-    assert_int_equal(RC(NULL), 0);
-    /* a flag turning it off wins over the environment */
-    setenv("ETCD_PEER_AUTO_TLS", "true", 1);
-    assert_int_equal(RC("--peer-auto-tls=false"), 0);
+    pt = PARSE(NULL);
+    assert_int_equal(pt->c.peer_auto_tls, 1);
+    done(pt);
+    /* a flag wins over the environment */
+    pt = PARSE("--peer-auto-tls=false");
+    assert_int_equal(pt->c.peer_auto_tls, 0);
+    done(pt);
     clear_env(NULL);
 
     /* harmless for one member: accepted and ignored */
@@ -672,11 +681,15 @@ static void test_config_file_types(void **state)
     assert_int_equal(p->c.max_txn_ops, 1000);
     assert_int_equal(p->c.quota_backend_bytes, -1);
     done(p);
-    /* features not built refuse to start, as their flags do */
-    struct parsed *q = PARSE(cf_arg("peer-transport-security:\n  cert-file: /x.pem\n"));
+    /* peer TLS in the file: the same keys as client TLS */
+    struct parsed *q = PARSE(cf_arg("peer-transport-security:\n  cert-file: /x.pem\n"
+                                    "  key-file: /k.pem\n  client-cert-auth: true\n"));
     unlink(cf_path);
-    assert_int_equal(q->rc, 3);
-    assert_non_null(strstr(q->c.error, "peer-transport-security"));
+    assert_int_equal(q->rc, 0);
+    assert_string_equal(q->c.peer_cert_file, "/x.pem");
+    assert_string_equal(q->c.peer_key_file, "/k.pem");
+    assert_int_equal(q->c.peer_client_cert_auth, 1);
+    assert_null(q->c.cert_file);
     done(q);
     /* client TLS in the file: etcd 3.4's securityConfig keys */
     q = PARSE(cf_arg("client-transport-security:\n  cert-file: /x.pem\n"
@@ -702,8 +715,8 @@ static void test_config_file_types(void **state)
     done(q);
     q = PARSE(cf_arg("force-new-cluster: true\n"));
     unlink(cf_path);
-    assert_int_equal(q->rc, 3);
-    assert_non_null(strstr(q->c.error, "force-new-cluster"));
+    assert_int_equal(q->rc, 0);
+    assert_int_equal(q->c.force_new_cluster, 1);
     done(q);
     /* flags that are not file keys are unknown keys there: ignored */
     q = PARSE(cf_arg("version: true\nhelp: true\nconfig-file: /nonexistent\n"));

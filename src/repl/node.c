@@ -51,24 +51,6 @@ static uint64_t get64(const uint8_t *p)
     return v;
 }
 
-int repl__entry_encode(struct raft_buffer *out, int op, uint64_t origin,
-                       uint64_t reqid, int64_t auth_rev, const uint8_t *req,
-                       size_t len)
-{
-    uint8_t *b = raft_malloc(REPL_ENTRY_HDR + len + 1);
-    if (b == NULL)
-        return -ENOMEM;
-    b[0] = REPL_ENTRY_VERSION;
-    b[1] = (uint8_t)op;
-    put64(b + 2, origin);
-    put64(b + 10, reqid);
-    put64(b + 18, (uint64_t)auth_rev);
-    if (len)
-        memcpy(b + REPL_ENTRY_HDR, req, len);
-    out->base = b;
-    out->len = REPL_ENTRY_HDR + len;
-    return 0;
-}
 
 static int raft_rc(int rv)
 {
@@ -211,7 +193,7 @@ static void send_pending(struct pending *p)
 {
     struct apply_cmd *cmd = p->cmd;
     struct raft_buffer buf;
-    if (repl__entry_encode(&buf, cmd->op, N.self, p->reqid, cmd->auth_rev,
+    if (repl_entry_encode(&buf, cmd->op, N.self, p->reqid, cmd->auth_rev,
                            cmd->req, cmd->req_len) != 0) {
         pending_fail(p->reqid, -ENOMEM);
         return;
@@ -258,73 +240,6 @@ void repl_submit_msg(enum apply_op op, const ProtobufCMessage *m,
     cmd->done = done;
     cmd->ud = ud;
     repl_submit(cmd);
-}
-
-/* ---- the state machine ---- */
-
-static void remote_done(struct apply_cmd *cmd)
-{
-    apply_cmd_free(cmd);
-}
-
-static void reads_check_applied(void);
-
-static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
-                     void **result)
-{
-    (void)fsm;
-    /* libraft applies in log order and counts barrier and configuration
-     * entries too: this entry is the one after the last applied. */
-    uint64_t index = N.raft.last_applied + 1;
-    const uint8_t *b = buf->base;
-    *result = NULL;
-    if (N.restoring) /* the store is about to be replaced */
-        return 0;
-    if (buf->len < REPL_ENTRY_HDR || b[0] != REPL_ENTRY_VERSION) {
-        log_errorw("raft: an entry of unknown format is skipped",
-                   LOG_UINT("index", index), LOG_UINT("size", buf->len));
-        return 0;
-    }
-    uint64_t origin = get64(b + 2), reqid = get64(b + 10);
-    struct apply_cmd *cmd = NULL;
-    if (origin == N.self)
-        cmd = pending_take(reqid);
-    if (cmd == NULL) {
-        size_t len = buf->len - REPL_ENTRY_HDR;
-        cmd = cairn_calloc(1, sizeof *cmd);
-        cmd->op = b[1];
-        cmd->auth_rev = (int64_t)get64(b + 18);
-        cmd->req = cairn_malloc(len + 1);
-        memcpy(cmd->req, b + REPL_ENTRY_HDR, len);
-        cmd->req_len = len;
-        cmd->done = remote_done;
-    }
-    cmd->index = index;
-    apply_submit(N.s->apply, cmd);
-    return 0;
-}
-
-/* The store is the snapshot: raft's record only says up to which index it
- * goes. The log is not cut past what the store holds durably (io's
- * keep_from), so taking one is cheap. */
-static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                        unsigned *n_bufs)
-{
-    (void)fsm;
-    struct raft_buffer *b = raft_malloc(sizeof *b);
-    if (b == NULL)
-        return RAFT_NOMEM;
-    b->base = raft_malloc(16);
-    if (b->base == NULL) {
-        raft_free(b);
-        return RAFT_NOMEM;
-    }
-    memcpy(b->base, "cairnsnp", 8);
-    put64((uint8_t *)b->base + 8, N.raft.last_applied);
-    b->len = 16;
-    *bufs = b;
-    *n_bufs = 1;
-    return 0;
 }
 
 /* ---- store images (a follower too far behind for the log) ---- */
@@ -375,61 +290,35 @@ static void image_received(void *ud, uint64_t index, const char *path)
               LOG_UINT("snapshot-index", index));
 }
 
-/* Thread pool (libraft's async snapshot): the snapshot is stored only once
- * the store durably holds its index, so a restart never finds a snapshot
- * the store is behind. */
-static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                              unsigned *n_bufs)
+/* The snapshot to restore is ahead of the store: from a leader's
+ * InstallSnapshot, whose store image arrived first and whose record is
+ * durable now. The image replaces the store at the next start, so this
+ * member restarts itself; until then nothing is applied (the entries after
+ * the snapshot are in the log and apply after the restart). */
+static int store_behind(void *ud, uint64_t held, uint64_t idx)
 {
-    (void)fsm;
-    if (*n_bufs < 1 || (*bufs)[0].len < 16)
-        return RAFT_INVALID;
-    uint64_t idx = get64((uint8_t *)(*bufs)[0].base + 8);
-    return apply_sync_to(N.s->apply, idx) == 0 ? 0 : RAFT_IOERR;
-}
-
-static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
-                                 unsigned *n_bufs)
-{
-    (void)fsm;
-    for (unsigned i = 0; i < *n_bufs; i++)
-        raft_free((*bufs)[i].base);
-    raft_free(*bufs);
-    *bufs = NULL;
-    *n_bufs = 0;
-    return 0;
-}
-
-static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    (void)fsm;
-    /* At start: the store already holds at least the snapshot's index (the
-     * log kept everything above what the store held). From a leader's
-     * InstallSnapshot: the store image came with it (repl_peer), and the
-     * snapshot record is durable now; the image replaces the store at the
-     * next start, so this member restarts itself, and until then applies
-     * nothing (the entries after the snapshot are in the log and apply
-     * after the restart). */
-    uint64_t idx = buf->len >= 16 ? get64((uint8_t *)buf->base + 8) : 0;
-    uint64_t held = apply_index(N.s->apply);
     char image[4096];
-    raft_free(buf->base);
+    (void)ud;
     repl_image_path(N.s->cfg.data_dir, image, sizeof image);
-    if (held < idx && access(image, F_OK) == 0) {
+    if (access(image, F_OK) == 0) {
         log_infow("raft: restarting to load the store image from the leader",
                   LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
-        N.restoring = 1;
         server_restart();
         return 0;
     }
-    if (held < idx) {
-        log_errorw("raft: the store is behind the snapshot to restore and no "
-                   "store image arrived with it",
-                   LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
-        return RAFT_CORRUPT;
-    }
-    return 0;
+    log_errorw("raft: the store is behind the snapshot to restore and no "
+               "store image arrived with it",
+               LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
+    return RAFT_CORRUPT;
 }
+
+static struct apply_cmd *take_pending(void *ud, uint64_t reqid)
+{
+    (void)ud;
+    return pending_take(reqid);
+}
+
+static void reads_check_applied(void);
 
 /* ---- reads ---- */
 
@@ -887,6 +776,19 @@ static void on_raft_msg(void *ud, struct raft_message *msg)
     repl_io_deliver(&N.io, msg);
 }
 
+static int dir_has_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n > 0;
+}
+
 /* Images a crash cut short (repl_peer writes .peer-image-* files). */
 static void remove_partial_images(const char *dir)
 {
@@ -983,6 +885,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
         if (N.members[i].id != N.self)
             repl_peer_set_urls(N.peer, N.members[i].id, N.members[i].peer_urls);
 
+    int log_has_state = dir_has_files(N.raft_dir);
     struct repl_io_opts io = {0};
     io.dir = N.raft_dir;
     io.send = send_raft;
@@ -992,15 +895,15 @@ int repl_start(uv_loop_t *loop, struct server *s)
                    LOG_INT("rc", rv));
         return -1;
     }
-    N.fsm.version = 3;
-    N.fsm.apply = fsm_apply;
-    N.fsm.snapshot = fsm_snapshot;
-    N.fsm.snapshot_async = fsm_snapshot_async;
-    N.fsm.snapshot_finalize = fsm_snapshot_finalize;
-    N.fsm.restore = fsm_restore;
+    repl_fsm_init(&N.fsm);
+    N.fsm.raft = &N.raft;
+    N.fsm.apply = s->apply;
+    N.fsm.self = N.self;
+    N.fsm.take = take_pending;
+    N.fsm.behind = store_behind;
     char addr[32];
     snprintf(addr, sizeof addr, "%016" PRIx64, N.self);
-    if ((rv = raft_init(&N.raft, &N.io, &N.fsm, N.self, addr)) != 0) {
+    if ((rv = raft_init(&N.raft, &N.io, &N.fsm.fsm, N.self, addr)) != 0) {
         log_errorw("raft: init failed", LOG_STR("error", raft_strerror(rv)));
         return -1;
     }
@@ -1010,8 +913,11 @@ int repl_start(uv_loop_t *loop, struct server *s)
     raft_set_snapshot_threshold(&N.raft, (unsigned)(s->cfg.snapshot_count > 0
                                                         ? s->cfg.snapshot_count
                                                         : 100000));
-    /* etcd keeps 5000 entries behind a snapshot for slow followers */
-    raft_set_snapshot_trailing(&N.raft, 5000);
+    /* etcd keeps 5000 entries behind a snapshot for slow followers; a
+     * follower further behind gets a store image */
+    raft_set_snapshot_trailing(&N.raft, (unsigned)(s->cfg.snapshot_catchup_entries > 0
+                                                       ? s->cfg.snapshot_catchup_entries
+                                                       : 5000));
 
     if (strcmp(s->cfg.initial_cluster_state, "new") == 0) {
         struct raft_configuration conf;
@@ -1023,7 +929,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
         }
         /* every member of a new cluster bootstraps the same configuration
          * as entry 1; a member that has state already keeps it */
-        rv = raft_bootstrap(&N.raft, &conf);
+        rv = log_has_state ? RAFT_CANTBOOTSTRAP : raft_bootstrap(&N.raft, &conf);
         raft_configuration_close(&conf);
         if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
             log_errorw("raft: bootstrap failed", LOG_STR("error", raft_strerror(rv)));

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "repl/fsm.h"
 #include "repl/peer.h"
 #include "repl/repl.h"
 
@@ -20,17 +21,13 @@ enum repl_app {
     REPL_APP_LEASE_RESP,    /* reqid, rc, ttl, remaining ms */
 };
 
-/* A raft entry: version, op, origin member, request id, auth revision,
- * then the packed request. */
-#define REPL_ENTRY_HDR 26
-#define REPL_ENTRY_VERSION 1
 
 struct repl_node {
     uv_loop_t *loop;
     struct server *s;
     struct raft raft;
     struct raft_io io;
-    struct raft_fsm fsm;
+    struct repl_fsm fsm;
     struct repl_peer *peer;
     uint64_t self;
     uint64_t next_req;      /* request ids: unique across restarts */
@@ -56,10 +53,6 @@ struct repl_node {
 extern struct repl_node repl__n;
 
 uint64_t repl__now_ms(void);
-/* Encodes an entry into a raft_malloc'd buffer. */
-int repl__entry_encode(struct raft_buffer *out, int op, uint64_t origin,
-                       uint64_t reqid, int64_t auth_rev, const uint8_t *req,
-                       size_t len);
 
 /* member.c */
 int repl__members_load(void);

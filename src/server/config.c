@@ -65,6 +65,8 @@ static const struct flag flags[] = {
     {"snapshot-count", K_INT, F(snapshot_count), "100000", "Committed transactions to trigger a snapshot (accepted; cairn has no raft log yet).", Y_UINT64},
     {"heartbeat-interval", K_INT, F(heartbeat_ms), "100", "Time (in milliseconds) of a heartbeat interval.", Y_UINT},
     {"election-timeout", K_INT, F(election_ms), "1000", "Time (in milliseconds) for an election to timeout.", Y_UINT},
+    {"experimental-snapshot-catchup-entries", K_INT, F(snapshot_catchup_entries), "5000", "Number of entries for a slow follower to catch up after compacting the raft log.", Y_AUTO},
+    {"snapshot-catchup-entries", K_INT, F(snapshot_catchup_entries), NULL, "Same as --experimental-snapshot-catchup-entries (etcd 3.6 name).", Y_AUTO},
     {"experimental-watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), "10m", "Duration of periodic watch progress notifications.", Y_AUTO},
     {"watch-progress-notify-interval", K_DURATION, F(progress_notify_ms), NULL, "Same as --experimental-watch-progress-notify-interval (etcd 3.6 name).", Y_AUTO},
     {"logger", K_STR, F(logger), "zap", "Logger: zap (structured JSON, as etcd).", Y_AUTO},

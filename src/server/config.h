@@ -51,6 +51,7 @@ struct config {
     int64_t max_txn_ops;
     int64_t quota_backend_bytes;
     int64_t snapshot_count;
+    int64_t snapshot_catchup_entries;      /* raft entries kept after a snapshot */
     int64_t heartbeat_ms;
     int64_t election_ms;
     int64_t progress_notify_ms;

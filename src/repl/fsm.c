@@ -1,0 +1,177 @@
+/* The state machine glue: entries to apply_cmds, snapshots, restore. */
+#include <errno.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/mem.h"
+#include "repl/fsm.h"
+
+#define SNAP_MAGIC "cairnsnp"
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+int repl_entry_encode(struct raft_buffer *out, int op, uint64_t origin,
+                      uint64_t reqid, int64_t auth_rev, const uint8_t *req,
+                      size_t len)
+{
+    uint8_t *b = raft_malloc(REPL_ENTRY_HDR + len + 1);
+    if (b == NULL)
+        return -ENOMEM;
+    b[0] = REPL_ENTRY_VERSION;
+    b[1] = (uint8_t)op;
+    put64(b + 2, origin);
+    put64(b + 10, reqid);
+    put64(b + 18, (uint64_t)auth_rev);
+    if (len)
+        memcpy(b + REPL_ENTRY_HDR, req, len);
+    out->base = b;
+    out->len = REPL_ENTRY_HDR + len;
+    return 0;
+}
+
+int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
+                      uint64_t *reqid, int64_t *auth_rev)
+{
+    if (len < REPL_ENTRY_HDR || b[0] != REPL_ENTRY_VERSION)
+        return -EINVAL;
+    *op = b[1];
+    *origin = get64(b + 2);
+    *reqid = get64(b + 10);
+    *auth_rev = (int64_t)get64(b + 18);
+    return 0;
+}
+
+static void remote_done(struct apply_cmd *cmd)
+{
+    apply_cmd_free(cmd);
+}
+
+static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
+                     void **result)
+{
+    struct repl_fsm *f = (struct repl_fsm *)fsm;
+    /* libraft applies in log order and counts barrier and configuration
+     * entries too: this entry is the one after the last applied. */
+    uint64_t index = f->raft->last_applied + 1, origin, reqid;
+    int64_t auth_rev;
+    int op;
+    *result = NULL;
+    if (f->restoring) /* the store is about to be replaced */
+        return 0;
+    if (repl_entry_decode(buf->base, buf->len, &op, &origin, &reqid,
+                          &auth_rev) != 0) {
+        /* a newer format from a newer member: it must not stop raft */
+        log_errorw("raft: an entry of unknown format is skipped",
+                   LOG_UINT("index", index), LOG_UINT("size", buf->len));
+        return 0;
+    }
+    struct apply_cmd *cmd = NULL;
+    if (origin == f->self && f->take != NULL)
+        cmd = f->take(f->ud, reqid);
+    if (cmd == NULL) {
+        size_t len = buf->len - REPL_ENTRY_HDR;
+        cmd = cairn_calloc(1, sizeof *cmd);
+        cmd->op = op;
+        cmd->auth_rev = auth_rev;
+        cmd->req = cairn_malloc(len + 1);
+        memcpy(cmd->req, (const uint8_t *)buf->base + REPL_ENTRY_HDR, len);
+        cmd->req_len = len;
+        cmd->done = remote_done;
+    }
+    cmd->index = index;
+    apply_submit(f->apply, cmd);
+    return 0;
+}
+
+static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                        unsigned *n_bufs)
+{
+    struct repl_fsm *f = (struct repl_fsm *)fsm;
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    if (b == NULL)
+        return RAFT_NOMEM;
+    b->base = raft_malloc(16);
+    if (b->base == NULL) {
+        raft_free(b);
+        return RAFT_NOMEM;
+    }
+    memcpy(b->base, SNAP_MAGIC, 8);
+    put64((uint8_t *)b->base + 8, f->raft->last_applied);
+    b->len = 16;
+    *bufs = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+static uint64_t snap_index(const struct raft_buffer *b)
+{
+    if (b->len < 16 || memcmp(b->base, SNAP_MAGIC, 8) != 0)
+        return UINT64_MAX; /* not ours: never "held" */
+    return get64((const uint8_t *)b->base + 8);
+}
+
+/* Thread pool (libraft's async snapshot): stored only once the store
+ * durably holds the index, so a restart never finds a snapshot the store
+ * is behind (the log keeps what the store may still lose). */
+static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                              unsigned *n_bufs)
+{
+    struct repl_fsm *f = (struct repl_fsm *)fsm;
+    if (*n_bufs < 1)
+        return RAFT_INVALID;
+    uint64_t idx = snap_index(&(*bufs)[0]);
+    if (idx == UINT64_MAX)
+        return RAFT_INVALID;
+    return apply_sync_to(f->apply, idx) == 0 ? 0 : RAFT_IOERR;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                                 unsigned *n_bufs)
+{
+    (void)fsm;
+    for (unsigned i = 0; i < *n_bufs; i++)
+        raft_free((*bufs)[i].base);
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct repl_fsm *f = (struct repl_fsm *)fsm;
+    /* At start the store holds at least the snapshot's index. From a
+     * leader's InstallSnapshot a store image came with it (repl_peer). */
+    uint64_t idx = snap_index(buf);
+    uint64_t held = apply_index(f->apply);
+    raft_free(buf->base);
+    if (held >= idx)
+        return 0;
+    int rv = f->behind ? f->behind(f->ud, held, idx) : RAFT_CORRUPT;
+    if (rv == 0)
+        f->restoring = 1;
+    return rv;
+}
+
+void repl_fsm_init(struct repl_fsm *f)
+{
+    f->fsm.version = 3;
+    f->fsm.data = f;
+    f->fsm.apply = fsm_apply;
+    f->fsm.snapshot = fsm_snapshot;
+    f->fsm.snapshot_async = fsm_snapshot_async;
+    f->fsm.snapshot_finalize = fsm_snapshot_finalize;
+    f->fsm.restore = fsm_restore;
+}

@@ -1,0 +1,45 @@
+/* The state machine libraft drives: committed entries become apply_cmds for
+ * src/apply, in log order, each with its raft index. The store is the
+ * snapshot (raft's record only says which index it reaches), so snapshots
+ * are cheap, and they are stored only once the store durably holds their
+ * index. Loop thread, except snapshot_async (thread pool). */
+#ifndef REPL_FSM_H
+#define REPL_FSM_H
+
+#include <raft.h>
+#include <stdint.h>
+
+#include "apply/apply.h"
+
+/* A raft entry: version, op, origin member, request id, auth revision,
+ * then the packed request. */
+#define REPL_ENTRY_HDR 26
+#define REPL_ENTRY_VERSION 1
+
+struct repl_fsm {
+    struct raft_fsm fsm;  /* handed to raft_init; first */
+    struct raft *raft;    /* whose entries these are */
+    struct apply *apply;
+    uint64_t self;        /* this member */
+    void *ud;
+    /* The local proposal waiting for its entry (origin self, @reqid), taken
+     * out of the waiting set; NULL when there is none. */
+    struct apply_cmd *(*take)(void *ud, uint64_t reqid);
+    /* The snapshot to restore is ahead of the store (held < index): 0 when
+     * a store image will replace the store (then nothing more is applied
+     * here), or a raft error. */
+    int (*behind)(void *ud, uint64_t held, uint64_t index);
+    int restoring;        /* set once behind() returned 0 */
+};
+
+void repl_fsm_init(struct repl_fsm *f);
+
+/* Encodes an entry into a raft_malloc'd buffer. 0 or -ENOMEM. */
+int repl_entry_encode(struct raft_buffer *out, int op, uint64_t origin,
+                      uint64_t reqid, int64_t auth_rev, const uint8_t *req,
+                      size_t len);
+/* Decodes an entry's header: 0, or -EINVAL for another format. */
+int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
+                      uint64_t *reqid, int64_t *auth_rev);
+
+#endif

@@ -92,6 +92,8 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     }
     cmd->index = index;
     apply_submit(f->apply, cmd);
+    if (origin != f->self && f->remote_applied != NULL)
+        f->remote_applied(f->ud, index);
     return 0;
 }
 

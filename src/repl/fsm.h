@@ -29,6 +29,8 @@ struct repl_fsm {
      * a store image will replace the store (then nothing more is applied
      * here), or a raft error. */
     int (*behind)(void *ud, uint64_t held, uint64_t index);
+    /* An entry another member proposed was applied here (@index). */
+    void (*remote_applied)(void *ud, uint64_t index);
     int restoring;        /* set once behind() returned 0 */
 };
 

@@ -334,9 +334,22 @@ static int io_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
     struct rio *r = io->impl;
     int rc = repl_log_load(r->log, term, voted_for, snapshot, start_index,
                            entries, n_entries);
-    if (rc != 0)
+    if (rc != 0) {
         set_errmsg(r, repl_log_errmsg(r->log));
-    return rc;
+        return rc;
+    }
+    /* A new term at start when asked (a single voter elects itself without
+     * an election, and etcd's campaigns: every start is a new term). A
+     * higher term with no vote is always safe in raft. */
+    if (r->o.bump_term && *term > 0) {
+        if ((rc = repl_log_set_term(r->log, *term + 1)) != 0) {
+            set_errmsg(r, repl_log_meta_errmsg(r->log));
+            return rc;
+        }
+        *term += 1;
+        *voted_for = 0;
+    }
+    return 0;
 }
 
 static void tick_cb(uv_timer_t *t)

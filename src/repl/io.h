@@ -50,6 +50,9 @@ struct repl_io_opts {
                 void (*cb)(void *cb_ud, int status), void *cb_ud);
     void *send_ud;
     uint64_t seed;    /* for io->random; 0 = from the time and the id */
+    int bump_term;    /* load: a loaded term > 0 goes up by one (and the vote
+                         is cleared), durably: a single voter's start is a
+                         new term, as etcd's */
 };
 
 struct repl_io_stats {

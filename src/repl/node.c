@@ -320,6 +320,34 @@ static struct apply_cmd *take_pending(void *ud, uint64_t reqid)
 
 static void reads_check_applied(void);
 
+/* A follower answers a write it forwarded once it applied the entry, and
+ * it learns the entry is committed from the leader's next AppendEntries.
+ * libraft sends that with the next entries or the next heartbeat: an idle
+ * cluster would hold the answer for up to a heartbeat. So when the leader
+ * applies an entry another member proposed and nothing newer is on its
+ * way, it appends a barrier, whose AppendEntries carry the new commit index
+ * at once (etcd's leader likewise sends the commit index right away). */
+static struct raft_barrier nudge;
+static int nudge_busy;
+
+static void nudge_done(struct raft_barrier *req, int status)
+{
+    (void)req;
+    (void)status;
+    nudge_busy = 0;
+}
+
+static void remote_applied(void *ud, uint64_t index)
+{
+    (void)ud;
+    if (N.raft.state != RAFT_LEADER || nudge_busy ||
+        raft_last_index(&N.raft) > index)
+        return;
+    nudge_busy = 1;
+    if (raft_barrier(&N.raft, &nudge, nudge_done) != 0)
+        nudge_busy = 0;
+}
+
 /* ---- reads ---- */
 
 struct read {
@@ -890,6 +918,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
     io.dir = N.raft_dir;
     io.send = send_raft;
     io.keep_from = keep_from;
+    io.bump_term = N.n_members == 1 && N.members[0].id == N.self;
     if ((rv = repl_io_init(&N.io, loop, &io)) != 0) {
         log_errorw("raft: cannot open the log", LOG_STR("path", N.raft_dir),
                    LOG_INT("rc", rv));
@@ -901,6 +930,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
     N.fsm.self = N.self;
     N.fsm.take = take_pending;
     N.fsm.behind = store_behind;
+    N.fsm.remote_applied = remote_applied;
     char addr[32];
     snprintf(addr, sizeof addr, "%016" PRIx64, N.self);
     if ((rv = raft_init(&N.raft, &N.io, &N.fsm.fsm, N.self, addr)) != 0) {
@@ -909,7 +939,10 @@ int repl_start(uv_loop_t *loop, struct server *s)
     }
     raft_set_heartbeat_timeout(&N.raft, (unsigned)s->cfg.heartbeat_ms);
     raft_set_election_timeout(&N.raft, (unsigned)s->cfg.election_ms);
-    raft_set_pre_vote(&N.raft, true);
+    /* pre-vote from the first election timeout on: at start a single
+     * voter elects itself at once, and with pre-vote libraft would keep
+     * the term (etcd's single member starts each run with a new term) */
+    raft_set_pre_vote(&N.raft, false);
     raft_set_snapshot_threshold(&N.raft, (unsigned)(s->cfg.snapshot_count > 0
                                                         ? s->cfg.snapshot_count
                                                         : 100000));
@@ -960,6 +993,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
                    LOG_STR("detail", raft_errmsg(&N.raft)));
         return -1;
     }
+    raft_set_pre_vote(&N.raft, true);
     N.started = 1;
     N.no_leader_since = repl__now_ms();
     uv_timer_init(loop, &N.tick);

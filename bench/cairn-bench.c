@@ -103,6 +103,8 @@ static struct {
     bool sequential;
     bool prefill;
     bool serializable;
+    unsigned range_prefix; /* range: drop this many trailing key digits and
+                            * Range that prefix (10^N keys); 0 = one key */
     bool quiet;
     bool streams_set;
     /* Keys are key_prefix followed by key_digits decimal digits (the index,
@@ -169,6 +171,7 @@ typedef struct slot {
     uint8_t *req;      /* gRPC-framed request message */
     size_t req_len, req_off;
     size_t key_off;    /* where the key sits inside req (for Range checks) */
+    size_t key_len;    /* its length (shorter with --range-prefix) */
     uint8_t *resp;     /* accumulated response DATA */
     size_t resp_len, resp_cap;
     bool resp_overflow;
@@ -219,6 +222,7 @@ static struct {
     uint64_t total;
     uint64_t deadline;   /* ns, 0 = none */
     uint64_t issued, completed, ok, errors, misses;
+    uint64_t range_kvs;  /* --range-prefix: kvs returned in all */
     uint64_t ok_op[OP_N], err_op[OP_N]; /* the same, by request kind */
     uint64_t seq_next;
     uint64_t t_start, t_end, last_progress, t_last_issue;
@@ -426,7 +430,7 @@ static size_t max_request_len(void)
      * and its count-only Range has a range_end (6) and count_only (2). */
     size_t klen = cfg.key_len > 24 ? cfg.key_len : 24;
     return 5 + 1 + varint_len(klen) + klen + 1 + varint_len(cfg.val_size) +
-           cfg.val_size + 2 + 11 + 8;
+           cfg.val_size + 2 + 11 + 8 + cfg.key_len + 2;
 }
 
 static void put_bytes_field(uint8_t **pp, uint8_t tag, const void *d,
@@ -474,6 +478,22 @@ static void build_request(slot_t *sl, uint64_t key_idx)
         sl->key_off = (size_t)(p - sl->req);
         write_key(p, key_idx);
         p += cfg.key_len;
+        sl->key_len = cfg.key_len;
+        if (sl->op == OP_RANGE && cfg.range_prefix) {
+            /* Range over the key's first key_len - N bytes as a prefix:
+             * shorten the key field, then range_end = prefix with its last
+             * byte + 1 (a digit, so no carry). */
+            size_t plen = cfg.key_len - cfg.range_prefix;
+            uint8_t *k = sl->req + sl->key_off;
+            sl->req[sl->key_off - 1] = (uint8_t)plen; /* plen < 128 */
+            sl->key_len = plen;
+            p = k + plen;
+            *p++ = 0x12; /* RangeRequest field 2 (range_end) */
+            *p++ = (uint8_t)plen;
+            memcpy(p, k, plen);
+            p[plen - 1]++;
+            p += plen;
+        }
         if (sl->op == OP_PUT) {
             *p++ = 0x12; /* PutRequest field 2 (value) */
             p += pb_put_varint(p, cfg.val_size);
@@ -588,7 +608,27 @@ static const char *check_response(slot_t *sl, bool *miss)
             return "malformed RangeResponse";
         if (f == 4 && wt == 0)
             count = v;
-        if (f == 2 && wt == 2 && nkvs++ == 0) {
+        if (f == 2 && wt == 2 && cfg.range_prefix) {
+            /* every KeyValue.key: a full key under the prefix asked for */
+            const uint8_t *q = d, *qe = d + dl;
+            bool ok = false;
+            nkvs++;
+            while (q < qe) {
+                uint32_t kf, kwt;
+                uint64_t kv;
+                const uint8_t *kd = NULL;
+                size_t kdl = 0, kn = pb_next_field(q, (size_t)(qe - q), &kf,
+                                                   &kwt, &kv, &kd, &kdl);
+                if (!kn)
+                    return "malformed KeyValue";
+                if (kf == 1 && kwt == 2)
+                    ok = kdl == cfg.key_len &&
+                         memcmp(kd, sl->req + sl->key_off, sl->key_len) == 0;
+                q += kn;
+            }
+            if (!ok)
+                return "Range returned a key outside the prefix";
+        } else if (f == 2 && wt == 2 && nkvs++ == 0) {
             /* find the KeyValue.key and compare with what we asked for */
             const uint8_t *q = d, *qe = d + dl;
             key_ok = false;
@@ -607,6 +647,26 @@ static const char *check_response(slot_t *sl, bool *miss)
             }
         }
         p += n;
+    }
+    if (cfg.range_prefix) {
+        if (count != nkvs)
+            return "prefix Range: count differs from the kvs returned";
+        if (ph.miss_is_error) {
+            /* prefilled: every key of [base, base + 10^N) below --keys */
+            uint64_t base = 0, span = 1;
+            const uint8_t *k = sl->req + sl->key_off;
+            for (size_t i = cfg.key_prefix_len; i < sl->key_len; i++)
+                base = base * 10 + (uint64_t)(k[i] - '0');
+            for (unsigned i = 0; i < cfg.range_prefix; i++)
+                span *= 10;
+            base *= span;
+            uint64_t want = base + span <= cfg.keys ? span : cfg.keys - base;
+            if (nkvs != want)
+                return "prefix Range returned the wrong number of keys";
+        }
+        *miss = nkvs == 0;
+        ph.range_kvs += nkvs;
+        return NULL;
     }
     if (nkvs > 1)
         return "Range returned more than one key";
@@ -2936,6 +2996,9 @@ static void usage(FILE *f)
         "  --prefill              put every key first (not measured); with\n"
         "                         --op range a missing key is then an error\n"
         "  --serializable         Range with serializable=true\n"
+        "  --range-prefix N       range: Range the key's first key-size - N\n"
+        "                         bytes as a prefix (10^N keys) instead of\n"
+        "                         the key; with --prefill the count is checked\n"
         "  --timeout SECS         fail in-flight requests after SECS without\n"
         "                         any response (default 10)\n"
         "  --seed N               random seed\n"
@@ -3002,7 +3065,7 @@ static void parse_args(int argc, char **argv)
            O_KEYS, O_TOTAL, O_DURATION, O_PREFILL, O_SERIAL, O_SEQ, O_TIMEOUT,
            O_SEED, O_QUIET, O_HELP, O_WATCHERS, O_WSTREAMS, O_WKEY, O_WPREFIX,
            O_RATE, O_WCONNS, O_DRAIN, O_SPID, O_LATCAP, O_TTL, O_LEASES,
-           O_REVOKE, O_EWRATE, O_ETIMEOUT };
+           O_REVOKE, O_EWRATE, O_ETIMEOUT, O_RPREFIX };
     static const struct option opts[] = {
         {"endpoint", required_argument, 0, O_ENDPOINT},
         {"op", required_argument, 0, O_OP},
@@ -3015,6 +3078,7 @@ static void parse_args(int argc, char **argv)
         {"duration", required_argument, 0, O_DURATION},
         {"prefill", no_argument, 0, O_PREFILL},
         {"serializable", no_argument, 0, O_SERIAL},
+        {"range-prefix", required_argument, 0, O_RPREFIX},
         {"sequential", no_argument, 0, O_SEQ},
         {"timeout", required_argument, 0, O_TIMEOUT},
         {"seed", required_argument, 0, O_SEED},
@@ -3092,6 +3156,9 @@ static void parse_args(int argc, char **argv)
         case O_TOTAL: cfg.total = parse_u64("--total", optarg); break;
         case O_DURATION: cfg.duration = parse_secs("--duration", optarg); break;
         case O_PREFILL: cfg.prefill = true; break;
+        case O_RPREFIX:
+            cfg.range_prefix = (unsigned)parse_u64("--range-prefix", optarg);
+            break;
         case O_SERIAL: cfg.serializable = true; break;
         case O_SEQ: cfg.sequential = true; break;
         case O_TIMEOUT: cfg.stall_secs = parse_secs("--timeout", optarg); break;
@@ -3192,6 +3259,11 @@ static void parse_args(int argc, char **argv)
     if (cfg.key_digits && digits > cfg.key_size)
         die("--key-size %zu too small for --keys %" PRIu64 " (needs %zu)",
             cfg.key_size, cfg.keys, digits);
+    if (cfg.range_prefix &&
+        (cfg.op != OP_RANGE || cfg.range_prefix >= cfg.key_digits ||
+         cfg.range_prefix > 18 || cfg.key_len > 127))
+        die("--range-prefix N needs --op range, N < --key-size, N <= 18 and "
+            "--key-size <= 127");
     if (cfg.total == 0 && cfg.duration == 0)
         cfg.duration = 10;
     if (strchr(cfg.host, ':'))
@@ -3272,6 +3344,10 @@ int main(int argc, char **argv)
     if (cfg.op == OP_RANGE)
         n += snprintf(line + n, sizeof line - (size_t)n, " misses=%" PRIu64,
                       ph.misses);
+    if (cfg.op == OP_RANGE && cfg.range_prefix)
+        n += snprintf(line + n, sizeof line - (size_t)n,
+                      " range_prefix=%u kvs_per_range=%.1f", cfg.range_prefix,
+                      ph.ok ? (double)ph.range_kvs / (double)ph.ok : 0.0);
     snprintf(line + n, sizeof line - (size_t)n, " secs=%.3f rps=%.0f"
              " p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f",
              secs, (double)ph.ok / secs, pct_us(500), pct_us(900),

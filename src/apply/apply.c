@@ -756,7 +756,8 @@ static void on_async(uv_async_t *h)
         struct apply_cmd *next = c->next;
         c->next = NULL;
         if (c->op != APPLY_FENCE) {
-            metrics_proposal_done(c->rc);
+            if (c->proposed)
+                metrics_proposal_done(c->rc);
             if (a->on_effects)
                 a->on_effects(c);
         }
@@ -858,8 +859,6 @@ void apply_submit(struct apply *a, struct apply_cmd *cmd)
 {
     cmd->next = NULL;
     cmd->rc = 0;
-    if (cmd->op != APPLY_FENCE)
-        metrics_proposal_submitted();
     pthread_mutex_lock(&a->mu);
     if (a->q_tail)
         a->q_tail->next = cmd;

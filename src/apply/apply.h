@@ -66,6 +66,8 @@ struct apply_cmd {
      * auth store is old" when the auth state changed in between. */
     int64_t auth_rev;
     uint64_t index;      /* raft log index; 0: not from the log */
+    int proposed;        /* proposed on this member (etcd_server_proposals_*
+                            count it from repl_submit to done()) */
     /* results, valid in done() */
     int rc;              /* 0 or a cairn error */
     uint8_t *resp;       /* packed response (malloc'd; owned by the command) */

@@ -195,6 +195,9 @@ int mvcc_leases(struct mvcc_txn *t, mvcc_lease_fn fn, void *ud);
  * at mvcc_close), leaves it to the caller on error. Only where no other
  * write txn can be open (before the apply thread starts, or on it). */
 struct crypt_ring;
+/* The key ring in use (NULL: records are stored plain). Rings stay valid
+ * until mvcc_close. Any thread. */
+const struct crypt_ring *mvcc_ring(struct mvcc *m);
 int mvcc_seal_install(struct mvcc *m, struct crypt_ring *ring, int *rotated,
                       char *err, size_t errlen);
 /* One bounded step of the re-encryption pass inside write txn @t: visits

@@ -76,6 +76,11 @@ static struct crypt_ring *ring_of(struct mvcc *m)
     return atomic_load_explicit(&m->ring, memory_order_acquire);
 }
 
+const struct crypt_ring *mvcc_ring(struct mvcc *m)
+{
+    return ring_of(m);
+}
+
 int mvcc_sealed(struct mvcc *m)
 {
     return ring_of(m) != NULL;

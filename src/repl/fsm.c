@@ -2,8 +2,11 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/err.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "crypt/crypt.h"
+#include "mvcc/mvcc.h"
 #include "repl/fsm.h"
 
 #define SNAP_MAGIC "cairnsnp"
@@ -22,35 +25,70 @@ static uint64_t get64(const uint8_t *p)
     return v;
 }
 
-int repl_entry_encode(struct raft_buffer *out, int op, uint64_t origin,
-                      uint64_t reqid, int64_t auth_rev, const uint8_t *req,
-                      size_t len)
+int repl_entry_encode(struct raft_buffer *out, const struct crypt_ring *ring,
+                      int op, uint64_t origin, uint64_t reqid, int64_t auth_rev,
+                      const uint8_t *req, size_t len)
 {
-    uint8_t *b = raft_malloc(REPL_ENTRY_HDR + len + 1);
+    const struct crypt_key *k = ring != NULL ? &ring->keys[0] : NULL;
+    size_t body = k != NULL ? crypt_sealed_size(k, len) : len;
+    uint8_t *b = raft_malloc(REPL_ENTRY_HDR + body + 1);
     if (b == NULL)
         return -ENOMEM;
-    b[0] = REPL_ENTRY_VERSION;
+    b[0] = k != NULL ? REPL_ENTRY_SEALED : REPL_ENTRY_VERSION;
     b[1] = (uint8_t)op;
     put64(b + 2, origin);
     put64(b + 10, reqid);
     put64(b + 18, (uint64_t)auth_rev);
-    if (len)
+    if (k != NULL) {
+        if (crypt_seal(k, b, REPL_ENTRY_HDR, req, len, b + REPL_ENTRY_HDR) != 0) {
+            raft_free(b);
+            return -EIO;
+        }
+    } else if (len) {
         memcpy(b + REPL_ENTRY_HDR, req, len);
+    }
     out->base = b;
-    out->len = REPL_ENTRY_HDR + len;
+    out->len = REPL_ENTRY_HDR + body;
     return 0;
 }
 
 int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
                       uint64_t *reqid, int64_t *auth_rev)
 {
-    if (len < REPL_ENTRY_HDR || b[0] != REPL_ENTRY_VERSION)
+    if (len < REPL_ENTRY_HDR ||
+        (b[0] != REPL_ENTRY_VERSION && b[0] != REPL_ENTRY_SEALED))
         return -EINVAL;
     *op = b[1];
     *origin = get64(b + 2);
     *reqid = get64(b + 10);
     *auth_rev = (int64_t)get64(b + 18);
     return 0;
+}
+
+int repl_entry_request(const uint8_t *b, size_t len, const struct crypt_ring *ring,
+                       uint8_t **req, size_t *req_len)
+{
+    const uint8_t *p = b + REPL_ENTRY_HDR;
+    size_t n = len - REPL_ENTRY_HDR;
+    if (len < REPL_ENTRY_HDR)
+        return -EINVAL;
+    if (b[0] == REPL_ENTRY_VERSION) {
+        *req = cairn_malloc(n + 1);
+        memcpy(*req, p, n);
+        *req_len = n;
+        return 0;
+    }
+    if (ring == NULL)
+        return -ENOKEY;
+    if (!crypt_is_sealed(p, n))
+        return -EBADMSG;
+    *req = cairn_malloc(crypt_plain_size(p, n) + 1);
+    int rc = crypt_open(ring, b, REPL_ENTRY_HDR, p, n, *req, req_len);
+    if (rc != 0) {
+        cairn_free(*req);
+        *req = NULL;
+    }
+    return rc;
 }
 
 static void remote_done(struct apply_cmd *cmd)
@@ -80,13 +118,27 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     struct apply_cmd *cmd = NULL;
     if (origin == f->self && f->take != NULL)
         cmd = f->take(f->ud, reqid);
+    if (cmd == NULL && index <= apply_index(f->apply))
+        return 0; /* replayed at start: the store holds it (it may be sealed
+                     with a key the key file no longer has) */
     if (cmd == NULL) {
-        size_t len = buf->len - REPL_ENTRY_HDR;
+        uint8_t *req;
+        size_t len;
+        int rc = repl_entry_request(buf->base, buf->len,
+                                    f->mvcc ? mvcc_ring(f->mvcc) : NULL, &req,
+                                    &len);
+        if (rc != 0) {
+            /* the state machine cannot go on without this entry: raft
+             * stops here, as etcd stops on an entry it cannot apply */
+            log_errorw("raft: cannot open a sealed entry (is the key that "
+                       "sealed it in the key file?)",
+                       LOG_UINT("index", index), LOG_STR("error", cairn_err_msg(rc)));
+            return RAFT_CORRUPT;
+        }
         cmd = cairn_calloc(1, sizeof *cmd);
         cmd->op = op;
         cmd->auth_rev = auth_rev;
-        cmd->req = cairn_malloc(len + 1);
-        memcpy(cmd->req, (const uint8_t *)buf->base + REPL_ENTRY_HDR, len);
+        cmd->req = req;
         cmd->req_len = len;
         cmd->done = remote_done;
     }

@@ -12,14 +12,18 @@
 #include "apply/apply.h"
 
 /* A raft entry: version, op, origin member, request id, auth revision,
- * then the packed request. */
+ * then the packed request; version 2 when the request is sealed (with
+ * --experimental-encryption-key-file the log holds no plaintext either:
+ * AES-256-GCM under the key ring's first key, the header as AAD). */
 #define REPL_ENTRY_HDR 26
 #define REPL_ENTRY_VERSION 1
+#define REPL_ENTRY_SEALED 2
 
 struct repl_fsm {
     struct raft_fsm fsm;  /* handed to raft_init; first */
     struct raft *raft;    /* whose entries these are */
     struct apply *apply;
+    struct mvcc *mvcc;    /* its key ring opens sealed entries */
     uint64_t self;        /* this member */
     void *ud;
     /* The local proposal waiting for its entry (origin self, @reqid), taken
@@ -36,12 +40,19 @@ struct repl_fsm {
 
 void repl_fsm_init(struct repl_fsm *f);
 
-/* Encodes an entry into a raft_malloc'd buffer. 0 or -ENOMEM. */
-int repl_entry_encode(struct raft_buffer *out, int op, uint64_t origin,
-                      uint64_t reqid, int64_t auth_rev, const uint8_t *req,
-                      size_t len);
+struct crypt_ring;
+/* Encodes an entry into a raft_malloc'd buffer, sealed under @ring's first
+ * key unless @ring is NULL. 0, -ENOMEM or -EIO. */
+int repl_entry_encode(struct raft_buffer *out, const struct crypt_ring *ring,
+                      int op, uint64_t origin, uint64_t reqid, int64_t auth_rev,
+                      const uint8_t *req, size_t len);
 /* Decodes an entry's header: 0, or -EINVAL for another format. */
 int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
                       uint64_t *reqid, int64_t *auth_rev);
+/* The packed request of entry @b (a cairn_malloc'd copy, opened with
+ * @ring when sealed). 0, -ENOKEY/-EBADMSG (sealed: no such key, or
+ * tampered), -EINVAL. */
+int repl_entry_request(const uint8_t *b, size_t len, const struct crypt_ring *ring,
+                       uint8_t **req, size_t *req_len);
 
 #endif

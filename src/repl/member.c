@@ -22,6 +22,7 @@
 #include "core/mem.h"
 #include "repl/repl_int.h"
 #include "server/server.h"
+#include "server/startup.h"
 
 #define N repl__n
 #define MAX_MEMBERS 64
@@ -477,11 +478,16 @@ static int learner_ready(uint64_t id)
     return 0;
 }
 
-int repl__check_proposal(int op, const uint8_t *req, size_t len)
+int repl__check_proposal(int op, const uint8_t *entry, size_t entry_len)
 {
+    uint8_t *req;
+    size_t len;
     if (op != APPLY_MEMBER_PROMOTE)
         return 0;
+    if (repl_entry_request(entry, entry_len, mvcc_ring(N.s->mvcc), &req, &len) != 0)
+        return CAIRN_EBADMSG;
     Etcdserverpb__Member *m = etcdserverpb__member__unpack(NULL, len, req);
+    cairn_free(req);
     if (m == NULL)
         return CAIRN_EBADMSG;
     int ready = learner_ready(m->id);
@@ -497,8 +503,7 @@ static void publish_done(void *ud, int rc, uint64_t id)
     (void)id;
     if (rc == 0) {
         N.published = 2;
-        log_infow("published local member to cluster through raft",
-                  LOG_STR("local-member-name", N.s->cfg.name));
+        startup_published();
     } else {
         N.published = 0; /* tried again on a later tick */
     }
@@ -514,6 +519,7 @@ void repl__members_publish(void)
     if (r != NULL && r->has_record && strcmp(r->name, N.s->cfg.name) == 0 &&
         strcmp(r->client_urls, cu) == 0) {
         N.published = 2;
+        startup_published();
         return;
     }
     if (r != NULL && r->removed)

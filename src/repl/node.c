@@ -132,7 +132,8 @@ static struct apply_cmd *pending_take(uint64_t reqid)
 static void cmd_fail(struct apply_cmd *cmd, int rc)
 {
     cmd->rc = rc;
-    metrics_proposal_done(rc);
+    if (cmd->proposed)
+        metrics_proposal_done(rc);
     cmd->done(cmd);
 }
 
@@ -193,14 +194,14 @@ static void send_pending(struct pending *p)
 {
     struct apply_cmd *cmd = p->cmd;
     struct raft_buffer buf;
-    if (repl_entry_encode(&buf, cmd->op, N.self, p->reqid, cmd->auth_rev,
-                           cmd->req, cmd->req_len) != 0) {
+    if (repl_entry_encode(&buf, mvcc_ring(N.s->mvcc), cmd->op, N.self, p->reqid,
+                          cmd->auth_rev, cmd->req, cmd->req_len) != 0) {
         pending_fail(p->reqid, -ENOMEM);
         return;
     }
     p->sent = 1;
     if (N.raft.state == RAFT_LEADER) {
-        int rc = repl__check_proposal(cmd->op, cmd->req, cmd->req_len);
+        int rc = repl__check_proposal(cmd->op, buf.base, buf.len);
         if (rc != 0) {
             raft_free(buf.base);
             pending_fail(p->reqid, rc);
@@ -222,6 +223,7 @@ void repl_submit(struct apply_cmd *cmd)
         return;
     }
     metrics_proposal_submitted();
+    cmd->proposed = 1;
     struct pending *p = pending_add(cmd);
     /* Without a leader the proposal waits (bounded by its deadline) for
      * one to be elected, as etcd's do. */
@@ -594,15 +596,16 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
         return;
     switch (type) {
     case REPL_APP_FORWARD: {
-        if (len < REPL_ENTRY_HDR || data[0] != REPL_ENTRY_VERSION)
+        int op;
+        uint64_t origin, reqid;
+        int64_t auth_rev;
+        if (repl_entry_decode(data, len, &op, &origin, &reqid, &auth_rev) != 0)
             return;
-        uint64_t origin = get64(data + 2), reqid = get64(data + 10);
         if (N.raft.state != RAFT_LEADER) {
             nack(origin, reqid, N.leader ? CAIRN_ELEADERCHANGED : CAIRN_ENOLEADER);
             return;
         }
-        int rc = repl__check_proposal(data[1], data + REPL_ENTRY_HDR,
-                                      len - REPL_ENTRY_HDR);
+        int rc = repl__check_proposal(op, data, len);
         if (rc != 0) {
             nack(origin, reqid, rc);
             return;
@@ -927,6 +930,7 @@ int repl_start(uv_loop_t *loop, struct server *s)
     repl_fsm_init(&N.fsm);
     N.fsm.raft = &N.raft;
     N.fsm.apply = s->apply;
+    N.fsm.mvcc = s->mvcc;
     N.fsm.self = N.self;
     N.fsm.take = take_pending;
     N.fsm.behind = store_behind;

@@ -62,6 +62,6 @@ void repl__members_force_alone(void); /* --force-new-cluster, leading */
 int repl__voters(void);               /* voters in raft's configuration */
 /* Leader, before proposing: checks only the leader can make (a learner
  * to promote must have caught up). 0 or an error. */
-int repl__check_proposal(int op, const uint8_t *req, size_t len);
+int repl__check_proposal(int op, const uint8_t *entry, size_t entry_len);
 
 #endif

@@ -102,8 +102,9 @@ void rpc_kv_put(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     /* etcd checks the quota before validating */
-    if ((rc = rpc_quota_check(rpc_cost_put(r))) != 0 ||
-        (rc = mvcc_check_put(r)) != 0) {
+    if ((rc = rpc_quota_check(c, rpc_cost_put(r))) == 1)
+        return;
+    if (rc != 0 || (rc = mvcc_check_put(r)) != 0) {
         grpc_finish_err(c, rc);
         return;
     }
@@ -406,7 +407,9 @@ void rpc_kv_txn(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    if ((rc = rpc_quota_check(rpc_cost_txn(r))) != 0 ||
+    if ((rc = rpc_quota_check(c, rpc_cost_txn(r))) == 1)
+        return;
+    if (rc != 0 ||
         (rc = mvcc_check_txn(r, (int)srv->cfg.max_txn_ops)) != 0 ||
         (rc = rpc_auth_txn(c, r)) != 0) {
         grpc_finish_err(c, rc);

@@ -17,7 +17,9 @@ void rpc_lease_grant(struct grpc_call *c, const uint8_t *msg, size_t len)
         rpc_bad_message(c);
         return;
     }
-    int rc = rpc_quota_check(rpc_cost_lease());
+    int rc = rpc_quota_check(c, rpc_cost_lease());
+    if (rc == 1)
+        return;
     if (rc != 0) {
         grpc_finish_err(c, rc);
         return;

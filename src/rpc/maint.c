@@ -47,8 +47,13 @@ int64_t rpc_cost_lease(void)
     return LEASE_OVERHEAD;
 }
 
+/* The call fails once the alarm is raised (etcd's quotaAlarmer waits for
+ * the alarm's proposal before it answers). */
 static void alarm_raised(struct apply_cmd *cmd)
 {
+    struct grpc_call *c = rpc_wait_take(cmd->ud);
+    if (c != NULL)
+        grpc_finish_err(c, CAIRN_ECAPPED);
     apply_cmd_free(cmd);
 }
 
@@ -56,7 +61,7 @@ static void alarm_raised(struct apply_cmd *cmd)
  * fit, NOSPACE is raised for this member and the write refused. The store's
  * pages in use are the measure (etcd uses the file size), so space that
  * compaction frees counts at once, without a defragment. */
-int rpc_quota_check(int64_t cost)
+int rpc_quota_check(struct grpc_call *c, int64_t cost)
 {
     int64_t q = rpc_quota_bytes();
     if (q == 0 || cost == 0 || apply_in_use(srv->apply) + cost < q)
@@ -66,7 +71,8 @@ int rpc_quota_check(int64_t cost)
         r.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
         r.memberid = srv->member_id;
         r.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
-        repl_submit_msg(APPLY_ALARM, &r.base, alarm_raised, NULL);
+        repl_submit_msg(APPLY_ALARM, &r.base, alarm_raised, rpc_wait_new(c));
+        return 1;
     }
     return CAIRN_ECAPPED;
 }

@@ -36,13 +36,15 @@ void rpc_maint_defragment(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_maint_move_leader(struct grpc_call *c, const uint8_t *msg, size_t len);
 
 /* The backend quota (--quota-backend-bytes; 0 when disabled) and etcd's
- * cost of a request against it. rpc_quota_check() returns 0 or
- * CAIRN_ECAPPED after raising the NOSPACE alarm. */
+ * cost of a request against it. rpc_quota_check() returns 0 when the
+ * write fits, CAIRN_ECAPPED when NOSPACE is raised already, or 1 when it
+ * raises it: the call is then answered (with CAIRN_ECAPPED) once the alarm
+ * is applied. */
 int64_t rpc_quota_bytes(void);
 int64_t rpc_cost_put(const Etcdserverpb__PutRequest *r);
 int64_t rpc_cost_txn(const Etcdserverpb__TxnRequest *r);
 int64_t rpc_cost_lease(void);
-int rpc_quota_check(int64_t cost);
+int rpc_quota_check(struct grpc_call *c, int64_t cost);
 /* Streams the store as an etcd bbolt db (rpc/snapshot.c). */
 void rpc_maint_snapshot(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_cluster_member_add(struct grpc_call *c, const uint8_t *msg, size_t len);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -136,6 +137,50 @@ static int identity(struct server *s)
     char *cu = cairn_strdup(s->cfg.advertise_client_urls);
     s->n_client_urls = config_split(cu, s->client_urls, CONFIG_MAX_URLS);
     return 0;
+}
+
+/* A member keeps the identity it started with: etcd ignores
+ * --initial-cluster once the data dir holds a member (its ID is in the
+ * WAL), and so does cairn: <data-dir>/member/identity holds the member and
+ * cluster IDs (a file of this member's own, never part of a store image a
+ * leader sends). Written atomically at the first start. */
+static int stored_identity(struct server *s)
+{
+    char path[4096], tmp[4200], line[128];
+    unsigned long long mid, cid;
+    snprintf(path, sizeof path, "%s/member/identity", s->cfg.data_dir);
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        int ok = fgets(line, sizeof line, f) != NULL &&
+                 sscanf(line, "%llx %llx", &mid, &cid) == 2;
+        fclose(f);
+        if (!ok) {
+            log_error("server: %s is damaged", path);
+            return -1;
+        }
+        if (mid != s->member_id)
+            log_infow("the data dir holds a member: its ID is kept (as etcd, "
+                      "--initial-cluster applies to a new member only)",
+                      LOG_UINT("member-id", mid));
+        s->member_id = mid;
+        s->cluster_id = cid;
+        return 0;
+    }
+    snprintf(tmp, sizeof tmp, "%s/member", s->cfg.data_dir);
+    mkdir(s->cfg.data_dir, 0700);
+    mkdir(tmp, 0700);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%016llx %016llx\n", (unsigned long long)s->member_id,
+            (unsigned long long)s->cluster_id);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return rename(tmp, path);
 }
 
 /* An etcd data dir (member/snap/db, member/wal) is not ours to write
@@ -297,6 +342,11 @@ int main(int argc, char **argv)
     if (etcd_data_dir(server.cfg.data_dir))
         return 1;
     int member_initialized = access(server.cfg.data_dir, F_OK) == 0;
+    if (stored_identity(&server) != 0) {
+        log_error("server: cannot keep the member's identity in %s",
+                  server.cfg.data_dir);
+        return 1;
+    }
     startup_log_starting(&server, member_initialized);
     int64_t t0 = startup_now_ns();
     if (put_image_in_place(server.cfg.data_dir) != 0)

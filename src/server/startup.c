@@ -174,19 +174,20 @@ void startup_log_opened(const struct server *s, int initialized, int64_t took_ns
               LOG_STR("cluster-version", "to_be_decided"));
 }
 
-static uv_timer_t ready_timer;
-static int member_initialized;
+static int member_initialized, ready_done;
 
-/* The first loop iteration: the listeners accept (listen(2) ran before the
- * loop started), so now is when etcd would say it serves. Tools wait for
- * "ready to serve client requests"; systemd for READY=1. */
-static void on_ready(uv_timer_t *t)
+/* This member's attributes are in the cluster's records (repl's publish,
+ * as etcd's publish): now is when etcd says it serves (the listeners
+ * accept already). Tools wait for "ready to serve client requests";
+ * systemd for READY=1. */
+void startup_published(void)
 {
     const struct config *c = &srv->cfg;
     char id[17], cid[17], attrs[4096], path[64], timeout[32];
     size_t n = 0;
 
-    uv_close((uv_handle_t *)t, NULL);
+    if (ready_done++)
+        return;
     snprintf(id, sizeof id, "%016llx", (unsigned long long)srv->member_id);
     snprintf(cid, sizeof cid, "%016llx", (unsigned long long)srv->cluster_id);
     /* Go's %+v of the member's attributes */
@@ -225,7 +226,6 @@ static void on_ready(uv_timer_t *t)
 
 void startup_ready_soon(uv_loop_t *loop, int initialized)
 {
+    (void)loop;
     member_initialized = initialized;
-    uv_timer_init(loop, &ready_timer);
-    uv_timer_start(&ready_timer, on_ready, 0, 0);
 }

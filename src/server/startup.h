@@ -18,11 +18,14 @@ void startup_log_starting(const struct server *s, int initialized);
 void startup_log_opened(const struct server *s, int initialized, int64_t took_ns);
 /* "now serving peer/client/metrics": after the listeners are bound. */
 void startup_log_serving(const struct server *s);
-/* In the loop's first iteration, when the listeners accept: "published
+/* Records whether the member had data; the ready lines wait for the
+ * publish (startup_published). */
+void startup_ready_soon(uv_loop_t *loop, int initialized);
+/* Once this member's attributes are published through raft: "published
  * local member ...", "ready to serve client requests", "enabled
  * capabilities for version", "serving client traffic insecurely ...",
- * then READY=1 to $NOTIFY_SOCKET. */
-void startup_ready_soon(uv_loop_t *loop, int initialized);
+ * then READY=1 to $NOTIFY_SOCKET. Once per run. */
+void startup_published(void);
 /* Monotonic nanoseconds (for "took"). */
 int64_t startup_now_ns(void);
 

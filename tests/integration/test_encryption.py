@@ -373,7 +373,7 @@ def test_rotation_under_writes_then_old_key_removed(server_factory, tmp):
              "writes during the rotation")
     stop.set()
     th.join(timeout=120)
-    assert not th.is_alive() and not errors, errors
+    assert not th.is_alive() and not errors, (errors, s.log_tail())
     assert metric(s, "cairn_encryption_key_rotations_total") == rotations + 1
     assert log_has(s, '"msg":"apply: encryption key file reloaded",'
                       '"key-id":"k2"')

@@ -565,10 +565,21 @@ def test_tls_version_flag_errors(pki, args, error):
     assert "failed to verify flags" in out and error in out, out
 
 
-def test_peer_tls_flags_still_refused(pki):
+def test_peer_tls_files_that_do_not_load_stop_the_start(pki, tmp_path):
+    """https peer URLs with a peer certificate that cannot be read: the
+    member does not start (it could reach no peer), naming the file.
+    Clusters over peer TLS are tested in test_cluster.py."""
+    if is_etcd(binary_under_test()):
+        pytest.skip("cairn's wording")
+    missing = str(tmp_path / "nope.crt")
+    port = pick_free_ports(1)[0]
     rc, out, _ = run_to_exit(binary_under_test(), [
-        "--peer-cert-file", pki.path("server.crt")], scheme="http")
-    assert rc == 2 and "not supported yet" in out, out
+        "--listen-peer-urls", "https://127.0.0.1:%d" % port,
+        "--initial-advertise-peer-urls", "https://127.0.0.1:%d" % port,
+        "--initial-cluster", "default=https://127.0.0.1:%d" % port,
+        "--peer-cert-file", missing, "--peer-key-file", pki.path("server.key")],
+        scheme="http")
+    assert rc != 0 and "nope.crt" in out, out
 
 
 # --------------------------------------------------------------------------

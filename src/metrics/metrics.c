@@ -538,9 +538,15 @@ void metrics_commit_observe(int64_t start_ns)
     metrics__init();
     if (d < 0)
         d = 0;
-    /* See metrics.h: the LMDB commit is both the backend commit and the
-     * only fsync a write waits for. */
     metrics_histogram_observe(&metrics__etcd.backend_commit, (uint64_t)d);
+}
+
+void metrics_wal_fsync_observe(int64_t start_ns)
+{
+    int64_t d = metrics_now_ns() - start_ns;
+    metrics__init();
+    if (d < 0)
+        d = 0;
     metrics_histogram_observe(&metrics__etcd.wal_fsync, (uint64_t)d);
 }
 

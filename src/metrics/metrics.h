@@ -9,15 +9,14 @@
  *
  * How etcd's names map onto a single member without Raft, where the mapping
  * is not one to one:
- *   - proposals: a command submitted to the apply thread is a proposal;
- *     committed/applied = commands applied (the apply index, persisted);
- *     pending = submitted, not yet reported back; failed = commands whose
- *     batch could not be committed (a store error, nothing of it on disk).
+ *   - proposals: a write proposed on this member (src/repl); committed =
+ *     raft's commit index, applied = the raft index the store holds;
+ *     pending = proposed, not yet answered; failed = answered with an
+ *     error (no leader, timed out, store error).
  *   - etcd_disk_backend_commit_duration_seconds: one LMDB commit (one group
- *     commit of a batch: page writes plus LMDB's two fsyncs).
- *   - etcd_disk_wal_fsync_duration_seconds: cairn has no WAL; the LMDB
- *     commit is the only durability point, so it observes the same commit
- *     durations (that is the latency a client's write waits for on disk).
+ *     commit of a batch: page writes plus one fsync).
+ *   - etcd_disk_wal_fsync_duration_seconds: one raft log sync (one group
+ *     commit of appended entries, src/repl/io.c).
  *   - etcd_server_slow_apply_total: commands whose apply (before commit)
  *     took over 100 ms, etcd's warnApplyDuration.
  *   - has_leader = is_leader = 1 and leader_changes_seen_total = 1: the one
@@ -138,6 +137,7 @@ void metrics_proposal_done(int rc);
 void metrics_apply_observe(int64_t start_ns);
 /* After one LMDB commit, timed from @start_ns. */
 void metrics_commit_observe(int64_t start_ns);
+void metrics_wal_fsync_observe(int64_t start_ns); /* any thread */
 
 /* Watch and lease. */
 void metrics_watch_streams(int delta);

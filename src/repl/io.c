@@ -1,6 +1,7 @@
 /* cairn's raft_io (see io.h). Disk requests are jobs on a FIFO that one
  * writer thread drains a round at a time; finished rounds go to a done FIFO
  * that a uv_async brings back to the loop, where callbacks run in order. */
+#include "metrics/metrics.h"
 #include "repl/io.h"
 
 #include <pthread.h>
@@ -117,9 +118,12 @@ static void run_round(struct rio *r, struct job *jobs)
     }
     if (!unsynced || r->w_err != 0)
         return;
+    int64_t t0 = metrics_now_ns();
     int rc = repl_log_sync(r->log);
-    if (rc == 0)
+    if (rc == 0) {
+        metrics_wal_fsync_observe(t0);
         return;
+    }
     r->w_err = rc;
     log_errorw("repl: io: sync failed, log stopped",
                LOG_STR("error", repl_log_errmsg(r->log)));

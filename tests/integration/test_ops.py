@@ -219,7 +219,11 @@ def test_restart_says_restarting_and_debug_level_logs_debug_lines():
         # same data dir: the member is initialized now
         port, margs = member_args(proc.root)
         again = Proc(binary_under_test(), margs, root=proc.root)
-        wait_for_msg(again, READY, on_seen=lambda: connect_ok(port))
+        try:
+            wait_for_msg(again, READY, on_seen=lambda: connect_ok(port))
+        except BaseException:
+            again.stop()
+            raise
         assert again.stop() == 0
         lines = parse_lines(again.text())
         msgs = [l["msg"] for l in lines]

@@ -933,6 +933,8 @@ int repl_start(uv_loop_t *loop, struct server *s)
     tls.key_file = s->peer_key_file;
     tls.trusted_ca_file = s->cfg.peer_trusted_ca_file;
     tls.client_cert_auth = s->cfg.peer_client_cert_auth;
+    tls.self_cert = s->cfg.peer_auto_tls &&
+                    (s->cfg.peer_cert_file == NULL || s->cfg.peer_key_file == NULL);
     tls.allowed_cn = s->cfg.peer_cert_allowed_cn;
     struct repl_peer_opts po = {0};
     po.advertise_urls = adv;

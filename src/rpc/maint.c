@@ -102,8 +102,8 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
     resp.version = CAIRN_ETCD_VERSION;
     resp.dbsize = size;
     resp.dbsizeinuse = in_use;
-    resp.leader = repl_leader();
-    resp.raftterm = repl_term();
+    resp.leader = repl_leader_now();
+    resp.raftterm = repl_term_now();
     resp.raftindex = repl_commit_index();
     resp.raftappliedindex = apply_index(srv->apply);
     resp.islearner = repl_is_learner();

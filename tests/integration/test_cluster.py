@@ -568,7 +568,10 @@ def test_move_leader(which):
         rc, out, err = ctl(ld, "move-leader", "%x" % f1.id)
         assert rc == 0, "%s\n%s" % (err, c.logs())
         assert out == "Leadership transferred from %x to %x\n" % (ld.id, f1.id)
-        assert c.wait_leader() is f1
+        now = retry(c.leader, "a leader after MoveLeader")
+        assert now is f1, "leader %s, expected %s; %s\n%s" % (
+            now.name, f1.name, [(m.name, "%x" % m.id, m.status().raftTerm, "%x" % m.status().leader)
+                                for m in c.members], c.logs(12))
         assert ld.running(), ld.log_tail()
         # and back, through gRPC: etcd 3.4 answers an empty response
         r = ok(f1, "MoveLeader", pb.MoveLeaderRequest(targetID=ld.id))

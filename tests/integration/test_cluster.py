@@ -451,7 +451,10 @@ def test_learner_add_promote_and_voter_join(which):
         assert rc != 0 and ctl_error(err) == "Error: URL must not contain a path: http://127.0.0.1:1/p"
         # the learner joins and serves serializable reads only
         l1.start()
-        retry(lambda: value(l1, "before", serializable=True) == "v0", "learner caught up")
+        try:
+            retry(lambda: value(l1, "before", serializable=True) == "v0", "learner caught up")
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, c.logs(15)))
         not_learner = ("UNAVAILABLE", "etcdserver: rpc not supported for learner")
         assert get(l1, "before") == not_learner
         assert put(l1, "k", "v") == not_learner
@@ -519,9 +522,13 @@ def test_member_update_and_remove(which):
         assert out == "Member %x updated in cluster %x\n" % (
             f1.id, ok(ld, "Status", pb.StatusRequest()).header.cluster_id), out
         for m in c.live():
-            retry(lambda: [list(x.peerURLs) for x in ok(m, "MemberList",
-                                                         pb.MemberListRequest()).members
-                           if x.ID == f1.id] == [[new_url]], "%s sees the update" % m.name)
+            try:
+                retry(lambda: [list(x.peerURLs) for x in ok(m, "MemberList",
+                                                             pb.MemberListRequest()).members
+                               if x.ID == f1.id] == [[new_url]], "%s sees the update" % m.name)
+            except AssertionError as e:
+                raise AssertionError("%s: %s\n%s" % (e, ok(m, "MemberList", pb.MemberListRequest()),
+                                                      c.logs(15)))
         f1.stop()
         f1.peer_port = new_port
         f1.start()
@@ -579,7 +586,8 @@ def test_move_leader(which):
         assert retry(lambda: c.leader() is ld, "leader back")
         for m in c.members:
             assert m.running(), m.log_tail()
-            assert put(m, "after-" + m.name, "x")[0] == "OK"
+            r = put(m, "after-" + m.name, "x")
+            assert r[0] == "OK", "put via %s: %s\n%s" % (m.name, r, c.logs(15))
 
 
 # --------------------------------------------------------------------------
@@ -791,8 +799,11 @@ def test_follower_and_new_member_catch_up_after_compaction(which):
         m = new_member(c, "late")
         member_add(c, m)
         m.start()
-        retry(lambda: get(m, "bulk/00000")[0] == "OK", "linearizable read on the new member",
-              bound=60)
+        try:
+            retry(lambda: get(m, "bulk/00000")[0] == "OK",
+                  "linearizable read on the new member", bound=60)
+        except AssertionError as e:
+            raise AssertionError("%s: %s\n%s" % (e, get(m, "bulk/00000"), c.logs(15)))
         wait_caught_up(c, bound=60)
         assert full_range(m) == full_range(ld)
         assert put(m, "late-put", "1")[0] == "OK"

@@ -282,8 +282,10 @@ def wait_caught_up(c, bound=60.0):
     ld = c.wait_leader()
     rev = ok(ld, "Range", pb.RangeRequest(key=b"\0", count_only=True)).header.revision
     for m in c.live():
-        retry(lambda: (get(m, "\0", serializable=True)[0] == "OK" and
-                       get(m, "\0", serializable=True)[1].header.revision >= rev),
+        def at_rev():
+            code, r = get(m, "\0", serializable=True)
+            return code == "OK" and r.header.revision >= rev
+        retry(at_rev,
               "%s at revision %d" % (m.name, rev), bound=bound)
     return rev
 

@@ -388,7 +388,7 @@ def test_member_list_endpoint_status_health(which):
                                     % m.client_url) for l in lines), lines
 
 
-ADD_OUT = re.compile(r'\AMember ([0-9a-f]+) added to cluster ([0-9a-f]+)\n\n'
+ADD_OUT = re.compile(r'\AMember +([0-9a-f]+) added to cluster +([0-9a-f]+)\n\n'
                      r'ETCD_NAME="([^"]*)"\n'
                      r'ETCD_INITIAL_CLUSTER="([^"]*)"\n'
                      r'ETCD_INITIAL_ADVERTISE_PEER_URLS="([^"]*)"\n'
@@ -521,7 +521,7 @@ def test_member_update_and_remove(which):
         wait_unhealthy_gone(c, ld)
         rc, out, err = ctl(ld, "member", "update", "%x" % f1.id, "--peer-urls", new_url)
         assert rc == 0, err
-        assert out == "Member %x updated in cluster %x\n" % (
+        assert out == "Member %16x updated in cluster %16x\n" % (
             f1.id, ok(ld, "Status", pb.StatusRequest()).header.cluster_id), out
         for m in c.live():
             try:
@@ -548,7 +548,7 @@ def test_member_update_and_remove(which):
         # remove the leader: the two others elect a new one and serve
         rc, out, err = ctl(f1, "member", "remove", "%x" % ld.id)
         assert rc == 0, err
-        assert out == "Member %x removed from cluster %x\n" % (
+        assert out == "Member %16x removed from cluster %16x\n" % (
             ld.id, ok(f1, "Status", pb.StatusRequest()).header.cluster_id), out
         retry(lambda: ld.proc.poll() is not None, "removed leader exits")
         c.members.remove(ld)

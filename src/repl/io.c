@@ -444,16 +444,22 @@ static int io_random(struct raft_io *io, int min, int max)
 struct send_ctx {
     struct rio *r;
     struct raft_io_send *req;
+    raft_io_send_cb cb;
 };
 
+/* libraft sends TimeoutNow (leadership transfer) with a NULL callback, and
+ * its request lives in the raft_transfer, which may be gone by the time the
+ * write completes: without a callback, req is not touched at all. */
 static void send_done(void *ud, int status)
 {
     struct send_ctx *c = ud;
     struct rio *r = c->r;
     struct raft_io_send *req = c->req;
+    raft_io_send_cb cb = c->cb;
     cairn_free(c);
     r->sends--;
-    req->cb(req, status);
+    if (cb != NULL)
+        cb(req, status);
     maybe_finish_close(r);
 }
 
@@ -466,6 +472,7 @@ static int io_send(struct raft_io *io, struct raft_io_send *req,
     struct send_ctx *c = cairn_malloc(sizeof *c);
     c->r = r;
     c->req = req;
+    c->cb = cb;
     req->cb = cb;
     r->sends++;
     int rc = r->o.send(r->o.send_ud, message, send_done, c);

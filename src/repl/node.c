@@ -893,6 +893,8 @@ int repl_start(uv_loop_t *loop, struct server *s)
     tls.key_file = s->peer_key_file;
     tls.trusted_ca_file = s->cfg.peer_trusted_ca_file;
     tls.client_cert_auth = s->cfg.peer_client_cert_auth;
+    tls.self_cert = s->cfg.peer_auto_tls &&
+                    (s->cfg.peer_cert_file == NULL || s->cfg.peer_key_file == NULL);
     tls.allowed_cn = s->cfg.peer_cert_allowed_cn;
     struct repl_peer_opts po = {0};
     po.advertise_urls = adv;
@@ -1067,6 +1069,26 @@ uint64_t repl_leader(void)
 uint64_t repl_term(void)
 {
     return N.term;
+}
+
+/* Read from raft itself, not from what on_tick last noted (Status): right
+ * after a MoveLeader answered (on localhost an election takes a few ms),
+ * Status on the old leader must already name the new one, as etcd's does.
+ * The metrics keep on_tick's view, so that etcd_server_has_leader and
+ * etcd_server_leader_changes_seen_total agree. */
+uint64_t repl_leader_now(void)
+{
+    if (!N.started || N.stopping)
+        return N.leader;
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&N.raft, &lid, &addr);
+    return lid;
+}
+
+uint64_t repl_term_now(void)
+{
+    return N.started && !N.stopping ? N.raft.current_term : N.term;
 }
 
 uint64_t repl_commit_index(void)

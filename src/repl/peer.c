@@ -1567,7 +1567,10 @@ static int tls_setup(struct repl_peer *p, const struct repl_peer_tls *t,
         return -ENOMEM;
     if ((rc = load_ctx(p->cli_ctx, t, has_cert, err, errlen)) != 0)
         return rc;
-    SSL_CTX_set_verify(p->cli_ctx, SSL_VERIFY_PEER, NULL);
+    /* etcd's self-signed peer certificates (--peer-auto-tls) are not
+     * verified by the members that dial them */
+    SSL_CTX_set_verify(p->cli_ctx, t->self_cert ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
     if (has_cert) {
         p->srv_ctx = SSL_CTX_new(TLS_server_method());
         if (p->srv_ctx == NULL)

@@ -33,6 +33,9 @@ struct repl_peer;
 struct repl_peer_tls {
     const char *cert_file, *key_file, *trusted_ca_file;
     int client_cert_auth;       /* --peer-client-cert-auth */
+    int self_cert;              /* --peer-auto-tls generated the certificate:
+                                   dialers do not verify the server (etcd's
+                                   selfCert: InsecureSkipVerify) */
     const char *allowed_cn;     /* --peer-cert-allowed-cn, NULL = any:
                                    the CN of members that dial us (their
                                    certificate is then required) */

@@ -108,8 +108,8 @@ void rpc_maint_status(struct grpc_call *c, const uint8_t *msg, size_t len)
     resp.version = CAIRN_ETCD_VERSION;
     resp.dbsize = size;
     resp.dbsizeinuse = in_use;
-    resp.leader = repl_leader();
-    resp.raftterm = repl_term();
+    resp.leader = repl_leader_now();
+    resp.raftterm = repl_term_now();
     resp.raftindex = repl_commit_index();
     resp.raftappliedindex = apply_index(srv->apply);
     resp.islearner = repl_is_learner();
@@ -338,7 +338,6 @@ static void move_done(void *ud, int rc, uint64_t id)
 {
     struct grpc_call *c = rpc_wait_take(ud);
     Etcdserverpb__MoveLeaderResponse resp = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     (void)id;
     if (c == NULL) /* the call went away */
         return;
@@ -346,8 +345,7 @@ static void move_done(void *ud, int rc, uint64_t id)
         grpc_finish_err(c, rc);
         return;
     }
-    rpc_header(&h, 0); /* etcd leaves the revision out */
-    resp.header = &h;
+    /* etcd 3.4 answers an empty MoveLeaderResponse: no header at all */
     grpc_send_pb(c, &resp);
     grpc_finish(c, GRPC_OK, NULL);
 }

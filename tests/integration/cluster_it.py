@@ -67,6 +67,7 @@ class Member:
         self.proc = None
         self.stopped = False               # SIGSTOPped by us
         self.id = None                     # raft member id (from Status)
+        self.extra_args = []               # this member's own extra flags
         self._log = None
 
     @property
@@ -75,7 +76,7 @@ class Member:
 
     @property
     def peer_url(self):
-        return "http://%s:%d" % (self.host, self.peer_port)
+        return "%s://%s:%d" % (self.cluster.peer_scheme, self.host, self.peer_port)
 
     @property
     def endpoint(self):
@@ -111,7 +112,8 @@ class Member:
                 "--initial-cluster-state", self.state,
                 "--initial-cluster-token", c.token,
                 "--heartbeat-interval", str(c.heartbeat),
-                "--election-timeout", str(c.election)] + list(c.extra_args)
+                "--election-timeout", str(c.election)] + list(c.extra_args) \
+            + list(self.extra_args)
 
     def log_tail(self, n=30):
         try:
@@ -244,11 +246,13 @@ class Member:
 
 class Cluster:
     def __init__(self, binary, n=3, heartbeat=50, election=500, extra_args=(),
-                 net=None):
-        """net: a Partitioner; members then run in its namespaces."""
+                 net=None, peer_scheme="http"):
+        """net: a Partitioner; members then run in its namespaces.
+        peer_scheme: "https" for peer TLS (flags through extra_args)."""
         if n < 1:
             raise ValueError("n >= 1")
         self.net = net
+        self.peer_scheme = peer_scheme
         self.binary = str(binary)
         self.heartbeat, self.election = heartbeat, election
         self.extra_args = list(extra_args)

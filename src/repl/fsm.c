@@ -210,13 +210,14 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
      * leader's InstallSnapshot a store image came with it (repl_peer). */
     uint64_t idx = snap_index(buf);
     uint64_t held = apply_index(f->apply);
-    raft_free(buf->base);
-    if (held >= idx)
-        return 0;
-    int rv = f->behind ? f->behind(f->ud, held, idx) : RAFT_CORRUPT;
-    if (rv == 0)
+    if (held < idx) {
+        int rv = f->behind ? f->behind(f->ud, held, idx) : RAFT_CORRUPT;
+        if (rv != 0)
+            return rv; /* the buffer stays libraft's: it frees it */
         f->restoring = 1;
-    return rv;
+    }
+    raft_free(buf->base); /* ours once restored */
+    return 0;
 }
 
 void repl_fsm_init(struct repl_fsm *f)

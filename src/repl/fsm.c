@@ -118,9 +118,11 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     struct apply_cmd *cmd = NULL;
     if (origin == f->self && f->take != NULL)
         cmd = f->take(f->ud, reqid);
-    if (cmd == NULL && index <= apply_index(f->apply))
+    if (cmd == NULL && index <= apply_index(f->apply)) {
+        f->need = index;
         return 0; /* replayed at start: the store holds it (it may be sealed
                      with a key the key file no longer has) */
+    }
     if (cmd == NULL) {
         uint8_t *req;
         size_t len;
@@ -144,6 +146,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     }
     cmd->index = index;
     apply_submit(f->apply, cmd);
+    f->need = index;
     if (origin != f->self && f->remote_applied != NULL)
         f->remote_applied(f->ud, index);
     return 0;
@@ -161,8 +164,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
         raft_free(b);
         return RAFT_NOMEM;
     }
+    /* Not last_applied: barriers and configuration changes never reach
+     * the store, which would then never hold a snapshot taken at one. */
     memcpy(b->base, SNAP_MAGIC, 8);
-    put64((uint8_t *)b->base + 8, f->raft->last_applied);
+    put64((uint8_t *)b->base + 8, f->need);
     b->len = 16;
     *bufs = b;
     *n_bufs = 1;
@@ -210,17 +215,22 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
      * leader's InstallSnapshot a store image came with it (repl_peer). */
     uint64_t idx = snap_index(buf);
     uint64_t held = apply_index(f->apply);
-    raft_free(buf->base);
-    if (held >= idx)
-        return 0;
-    int rv = f->behind ? f->behind(f->ud, held, idx) : RAFT_CORRUPT;
-    if (rv == 0)
+    if (held < idx) {
+        int rv = f->behind ? f->behind(f->ud, held, idx) : RAFT_CORRUPT;
+        if (rv != 0)
+            return rv; /* the buffer stays libraft's: it frees it */
         f->restoring = 1;
-    return rv;
+    }
+    if (idx > f->need)
+        f->need = idx;
+    raft_free(buf->base); /* ours once restored */
+    return 0;
 }
 
 void repl_fsm_init(struct repl_fsm *f)
 {
+    f->need = 0;
+    f->restoring = 0;
     f->fsm.version = 3;
     f->fsm.data = f;
     f->fsm.apply = fsm_apply;

@@ -1,6 +1,7 @@
 /* The state machine libraft drives: committed entries become apply_cmds for
  * src/apply, in log order, each with its raft index. The store is the
- * snapshot (raft's record only says which index it reaches), so snapshots
+ * snapshot (raft's record only says which store index it needs: that of the
+ * last command entry at or below the snapshot's), so snapshots
  * are cheap, and they are stored only once the store durably holds their
  * index. Loop thread, except snapshot_async (thread pool). */
 #ifndef REPL_FSM_H
@@ -36,6 +37,9 @@ struct repl_fsm {
     /* An entry another member proposed was applied here (@index). */
     void (*remote_applied)(void *ud, uint64_t index);
     int restoring;        /* set once behind() returned 0 */
+    /* The store index a snapshot taken now requires: the last command
+     * entry handed to the store (or held by it), at most last_applied. */
+    uint64_t need;
 };
 
 void repl_fsm_init(struct repl_fsm *f);

@@ -68,10 +68,10 @@ int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
 int repl_entry_request(const uint8_t *b, size_t len, const struct crypt_ring *ring,
                        uint8_t **req, size_t *req_len)
 {
-    const uint8_t *p = b + REPL_ENTRY_HDR;
-    size_t n = len - REPL_ENTRY_HDR;
     if (len < REPL_ENTRY_HDR)
         return -EINVAL;
+    const uint8_t *p = b + REPL_ENTRY_HDR;
+    size_t n = len - REPL_ENTRY_HDR;
     if (b[0] == REPL_ENTRY_VERSION) {
         *req = cairn_malloc(n + 1);
         memcpy(*req, p, n);

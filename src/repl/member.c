@@ -333,9 +333,10 @@ static const struct repl_member *member_find(uint64_t id)
     return NULL;
 }
 
-/* etcd's --strict-reconfig-check: a change must leave enough started
- * voters for a quorum. Started = this member, and peers heard from
- * lately. */
+/* etcd's --strict-reconfig-check (IsReadyToAddVotingMember and
+ * IsReadyToRemoveVotingMember): a change must leave enough started voters
+ * for a quorum; started = published its attributes (a name and client
+ * URLs), as etcd counts them. */
 static int started_voters(uint64_t except)
 {
     int n = 0;
@@ -343,7 +344,7 @@ static int started_voters(uint64_t except)
         const struct repl_member *m = &N.members[i];
         if (m->is_learner || m->id == except)
             continue;
-        if (m->id == N.self || repl_peer_active(N.peer, m->id, 5000))
+        if (m->id == N.self || m->client_urls[0] != 0)
             n++;
     }
     return n;

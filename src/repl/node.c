@@ -807,6 +807,25 @@ static void on_raft_msg(void *ud, struct raft_message *msg)
     repl_io_deliver(&N.io, msg);
 }
 
+/* Joining an existing cluster: the leader dialed us with our IDs. They
+ * are kept, and the member starts again under them (everything that
+ * derives from the member ID is set up at start). */
+static void adopt(void *ud, uint64_t cluster_id, uint64_t member_id)
+{
+    (void)ud;
+    if (N.adopted || N.stopping)
+        return;
+    N.adopted = 1;
+    log_infow("joining: the cluster names this member",
+              LOG_UINT("member-id", member_id), LOG_UINT("cluster-id", cluster_id));
+    if (server_identity_save(N.s, member_id, cluster_id) != 0) {
+        log_error("joining: cannot keep the member's identity");
+        N.adopted = 0;
+        return;
+    }
+    server_restart();
+}
+
 static int dir_has_files(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -908,6 +927,8 @@ int repl_start(uv_loop_t *loop, struct server *s)
     po.recv_app = on_app;
     po.image_open = image_open;
     po.image_received = image_received;
+    if (s->joining)
+        po.adopt = adopt;
     if (repl__members_load() != 0)
         return -1;
     if ((rv = repl_peer_start(loop, &po, &N.peer, err, sizeof err)) != 0) {

@@ -1102,6 +1102,17 @@ static void refuse(struct conn *c, const char *why, uint64_t cluster,
 static void on_hello(struct conn *c, const struct peer_hello *h)
 {
     struct repl_peer *p = c->p;
+    /* A member joining an existing cluster learns its IDs from the first
+     * member that dials it (the leader, once MemberAdd is in raft's
+     * configuration): the hello names the cluster and the member it is
+     * for. */
+    if (!c->outbound && p->o.adopt != NULL && h->from != 0 && h->to != 0 &&
+        h->cluster_id != 0 &&
+        (h->cluster_id != p->o.cluster_id || h->to != p->o.self_id)) {
+        p->o.adopt(p->o.ud, h->cluster_id, h->to);
+        conn_close(c);
+        return;
+    }
     if (h->cluster_id != p->o.cluster_id) {
         refuse(c, "cluster ID mismatch", h->cluster_id, h->from, h->to);
         return;
@@ -1733,6 +1744,11 @@ void repl_peer_set_urls(struct repl_peer *p, uint64_t id, const char *urls)
             s++;
     }
     m->url_idx = 0;
+    /* A live connection stays (etcd's streams do too: a member whose URLs
+     * were updated keeps working until it restarts on the new ones); the
+     * next dial uses the new URLs. */
+    if (m->state == M_UP && m->out != NULL && urls != NULL && *urls)
+        return;
     /* A connection made to an URL that may be gone is redialed lazily. */
     if (m->out != NULL) {
         struct conn *c = m->out;

@@ -77,6 +77,11 @@ struct repl_peer_opts {
      * libraft as server_address. NULL = listen_urls. (Added after the
      * first contract; zero-initialised callers get listen_urls.) */
     const char *advertise_urls;
+    /* Joining an existing cluster (--initial-cluster-state existing, no
+     * member yet in the data dir): an inbound hello for another cluster or
+     * member ID is not refused but handed here (the IDs the cluster gave
+     * this member), and the connection closed. NULL: refused. */
+    void (*adopt)(void *ud, uint64_t cluster_id, uint64_t member_id);
 };
 
 /* Listens on the peer URLs. Errors: negative errno (e.g. -EADDRINUSE),

@@ -37,7 +37,8 @@ struct repl_node {
     uint64_t conf_index, conf_uncommitted; /* configuration seen */
     int started, stopping;
     int restoring;
-    int force_pending;      /* --force-new-cluster: remove the others */          /* a store image replaces the store at restart */
+    int force_pending;
+    int adopted;            /* joining: our IDs came; restarting */      /* --force-new-cluster: remove the others */          /* a store image replaces the store at restart */
     uv_timer_t tick;
     /* membership (member.c) */
     struct repl_member *members;

@@ -144,9 +144,35 @@ static int identity(struct server *s)
  * WAL), and so does cairn: <data-dir>/member/identity holds the member and
  * cluster IDs (a file of this member's own, never part of a store image a
  * leader sends). Written atomically at the first start. */
+int server_identity_save(struct server *s, uint64_t member_id,
+                         uint64_t cluster_id)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/member/identity", s->cfg.data_dir);
+    snprintf(tmp, sizeof tmp, "%s/member", s->cfg.data_dir);
+    mkdir(s->cfg.data_dir, 0700);
+    mkdir(tmp, 0700);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%016llx %016llx\n", (unsigned long long)member_id,
+            (unsigned long long)cluster_id);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    if (rename(tmp, path) != 0)
+        return -1;
+    s->member_id = member_id;
+    s->cluster_id = cluster_id;
+    return 0;
+}
+
 static int stored_identity(struct server *s)
 {
-    char path[4096], tmp[4200], line[128];
+    char path[4096], line[128];
     unsigned long long mid, cid;
     snprintf(path, sizeof path, "%s/member/identity", s->cfg.data_dir);
     FILE *f = fopen(path, "r");
@@ -166,21 +192,14 @@ static int stored_identity(struct server *s)
         s->cluster_id = cid;
         return 0;
     }
-    snprintf(tmp, sizeof tmp, "%s/member", s->cfg.data_dir);
-    mkdir(s->cfg.data_dir, 0700);
-    mkdir(tmp, 0700);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "w");
-    if (f == NULL)
-        return -1;
-    fprintf(f, "%016llx %016llx\n", (unsigned long long)s->member_id,
-            (unsigned long long)s->cluster_id);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        fclose(f);
-        return -1;
+    if (strcmp(s->cfg.initial_cluster_state, "existing") == 0) {
+        /* Joining: the cluster names this member's IDs (etcd asks the
+         * peers for them); the first member that dials it tells them
+         * (repl: adopt), and they are kept then. */
+        s->joining = 1;
+        return 0;
     }
-    fclose(f);
-    return rename(tmp, path);
+    return server_identity_save(s, s->member_id, s->cluster_id);
 }
 
 /* An etcd data dir (member/snap/db, member/wal) is not ours to write

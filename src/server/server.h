@@ -23,9 +23,15 @@ struct server {
     /* peer TLS: the configured files, or --peer-auto-tls's generated ones */
     const char *peer_cert_file, *peer_key_file;
     int stopping;
+    int joining;   /* --initial-cluster-state existing, IDs not known yet */
 };
 
 extern struct server *srv;
+
+/* Keeps the member's IDs in <data-dir>/member/identity (a member's
+ * identity outlives --initial-cluster, as etcd's). 0 or -1. */
+int server_identity_save(struct server *s, uint64_t member_id,
+                         uint64_t cluster_id);
 
 /* Shuts down as SIGTERM does, then starts again in place (execv, same
  * PID and arguments): a follower loads a store image this way. */

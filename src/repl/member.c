@@ -193,6 +193,13 @@ void repl_members_changed(void)
 {
     if (repl__members_load() != 0)
         log_error("raft: cannot reread the member records");
+    struct rec *me = rec_find(N.self);
+    if (me != NULL && me->removed && !N.stopping) {
+        /* etcd stops a member that learns it was removed */
+        log_warnw("the member has been permanently removed from the cluster",
+                  LOG_UINT("local-member-id", N.self));
+        server_stop("removed from the cluster");
+    }
 }
 
 int repl_members(struct repl_member *out, int max)
@@ -200,6 +207,12 @@ int repl_members(struct repl_member *out, int max)
     int n = N.n_members < max ? N.n_members : max;
     memcpy(out, N.members, (size_t)n * sizeof *out);
     return n;
+}
+
+int repl__member_removed(uint64_t id)
+{
+    struct rec *r = rec_find(id);
+    return r != NULL && r->removed;
 }
 
 int repl__voters(void)

@@ -210,7 +210,13 @@ static void send_pending(struct pending *p)
         propose(&buf, N.self, p->reqid);
         return;
     }
-    repl_peer_send_app(N.peer, N.leader, REPL_APP_FORWARD, buf.base, buf.len);
+    /* Not sent at all (no connection to the leader yet, or it failed a
+     * moment ago): tried again on the next tick. A message the transport
+     * took but lost is not resent (it may have been proposed): the
+     * proposal then times out, as etcd's lost proposals do. */
+    if (repl_peer_send_app(N.peer, N.leader, REPL_APP_FORWARD, buf.base,
+                           buf.len) < 0)
+        p->sent = 0;
     raft_free(buf.base);
 }
 
@@ -469,9 +475,15 @@ static void read_ask_leader(struct read *r)
 {
     uint8_t b[8];
     put64(b, r->reqid);
+    if (repl_peer_send_app(N.peer, N.leader, REPL_APP_READ_INDEX, b,
+                           sizeof b) < 0) {
+        /* not sent: asked again on the next tick */
+        r->next = reads_unsent;
+        reads_unsent = r;
+        return;
+    }
     r->next = reads_remote;
     reads_remote = r;
-    repl_peer_send_app(N.peer, N.leader, REPL_APP_READ_INDEX, b, sizeof b);
 }
 
 void repl_read_index(void (*cb)(void *ud, int rc), void *ud)
@@ -667,6 +679,14 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
         repl_peer_send_app(N.peer, from, REPL_APP_LEASE_RESP, b, sizeof b);
         break;
     }
+    case REPL_APP_REMOVED:
+        /* a current member says this one was removed */
+        if (!repl__member_removed(from) && !N.stopping) {
+            log_warnw("the member has been permanently removed from the cluster",
+                      LOG_UINT("local-member-id", N.self), LOG_UINT("told-by", from));
+            server_stop("removed from the cluster");
+        }
+        break;
     case REPL_APP_LEASE_RESP:
         if (len >= 32)
             lq_finish(get64(data), (int)(int64_t)get64(data + 8),
@@ -702,9 +722,12 @@ static void expire(void)
 
 static void on_leader_known(void)
 {
-    for (struct pending *p = oldest; p != NULL; p = p->next)
+    struct pending *pn;
+    for (struct pending *p = oldest; p != NULL; p = pn) {
+        pn = p->next; /* send_pending may fail (and free) p */
         if (!p->sent)
             send_pending(p);
+    }
     struct read *r = reads_unsent, *next;
     reads_unsent = NULL;
     for (; r != NULL; r = next) {
@@ -717,6 +740,16 @@ static void on_leader_known(void)
         }
     }
     kick_barrier();
+}
+
+/* Proposals and reads that could not be sent to the leader yet. */
+static void resend_unsent(void)
+{
+    int any = reads_unsent != NULL;
+    for (struct pending *p = oldest; p != NULL && !any; p = p->next)
+        any = !p->sent;
+    if (any)
+        on_leader_known();
 }
 
 static void on_tick(uv_timer_t *t)
@@ -771,8 +804,10 @@ static void on_tick(uv_timer_t *t)
     reads_check_applied();
     expire();
     lq_expire(0);
-    if (N.leader != 0)
+    if (N.leader != 0) {
+        resend_unsent();
         repl__members_publish();
+    }
     if (leading && N.force_pending)
         repl__members_force_alone();
     if (leading)
@@ -804,6 +839,19 @@ static int send_raft(void *ud, const struct raft_message *m,
 static void on_raft_msg(void *ud, struct raft_message *msg)
 {
     (void)ud;
+    if (repl__member_removed(msg->server_id)) {
+        /* etcd ignores a removed member's messages and tells it so (its
+         * peer handler answers 410 "the member has been permanently
+         * removed"): here an app message, at most once a second */
+        static uint64_t told_at;
+        uint64_t now = repl__now_ms();
+        if (now - told_at >= 1000) {
+            told_at = now;
+            repl_peer_send_app(N.peer, msg->server_id, REPL_APP_REMOVED, NULL, 0);
+        }
+        repl_io_free_message(msg);
+        return;
+    }
     repl_io_deliver(&N.io, msg);
 }
 

@@ -19,6 +19,7 @@ enum repl_app {
     REPL_APP_READ_INDEX_RESP, /* leader -> follower: reqid, rc, index */
     REPL_APP_LEASE,         /* follower -> leader: reqid, lease id, renew */
     REPL_APP_LEASE_RESP,    /* reqid, rc, ttl, remaining ms */
+    REPL_APP_REMOVED,       /* to a removed member that still talks */
 };
 
 
@@ -61,6 +62,7 @@ void repl__members_reconcile(void);   /* leader, on the tick */
 void repl__members_publish(void);     /* once a leader is known */
 void repl__members_force_alone(void); /* --force-new-cluster, leading */
 int repl__voters(void);               /* voters in raft's configuration */
+int repl__member_removed(uint64_t id); /* a removed member's ID */
 /* Leader, before proposing: checks only the leader can make (a learner
  * to promote must have caught up). 0 or an error. */
 int repl__check_proposal(int op, const uint8_t *entry, size_t entry_len);

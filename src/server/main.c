@@ -256,6 +256,15 @@ static void stop_serving(void)
 static int restart_after;
 static char **saved_argv;
 
+void server_stop(const char *why)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    log_warnw("server: stopping", LOG_STR("reason", why));
+    stop_serving();
+}
+
 void server_restart(void)
 {
     if (srv->stopping)
@@ -449,7 +458,13 @@ int main(int argc, char **argv)
     if (server_tls_start(&server) != 0)
         return 1;
     char *lcu = cairn_strdup(server.cfg.listen_client_urls);
-    n = config_split(lcu, urls, CONFIG_MAX_URLS);
+    /* A joining member serves clients once the cluster has named it (it
+     * starts again then): until then it would answer under IDs that are
+     * not its own. */
+    n = server.joining ? 0 : config_split(lcu, urls, CONFIG_MAX_URLS);
+    if (server.joining)
+        log_info("joining: waiting for the cluster to name this member "
+                 "(the leader dials it once it is added)");
     for (int i = 0; i < n; i++) {
         rc = net_listen(server.loop, urls[i], &nopts);
         if (rc == -EPROTONOSUPPORT) {
@@ -463,7 +478,7 @@ int main(int argc, char **argv)
         }
     }
     cairn_free(lcu);
-    if (rpc_listen_metrics() != 0)
+    if (!server.joining && rpc_listen_metrics() != 0)
         return 1;
     uv_timer_init(server.loop, &trim_timer);
     uv_timer_start(&trim_timer, on_trim, 10000, 10000);

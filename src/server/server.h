@@ -33,6 +33,9 @@ extern struct server *srv;
 int server_identity_save(struct server *s, uint64_t member_id,
                          uint64_t cluster_id);
 
+/* Shuts down as SIGTERM does (exit 0), logging @why. */
+void server_stop(const char *why);
+
 /* Shuts down as SIGTERM does, then starts again in place (execv, same
  * PID and arguments): a follower loads a store image this way. */
 void server_restart(void);

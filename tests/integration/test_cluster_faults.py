@@ -14,10 +14,13 @@ final write log and every watcher's stream complete up to a final sentinel.
 import os
 import time
 
+import grpc
+
 import pytest
 
 import linearize
-from cairn_it import ETCD_BIN, binary_under_test, is_etcd
+from cairn_it import (ETCD_BIN, binary_under_test, is_etcd, rpc_pb2,
+                      rpc_pb2_grpc)
 from cluster_it import (Cluster, Partitioner, Workload, cluster_supported,
                         netns_unavailable)
 
@@ -112,6 +115,13 @@ def test_member_add_remove_under_load(which, tmp_path):
         time.sleep(1.0)
         m = c.member_add()
         assert len(c.member_list()) == 4
+        # the new member joined under the ID the cluster gave it and serves
+        # linearizable reads (the member replaced below is not needed)
+        assert m.id in [x.ID for x in c.member_list()]
+        with grpc.insecure_channel(m.endpoint) as ch:
+            r = rpc_pb2_grpc.KVStub(ch).Range(
+                rpc_pb2.RangeRequest(key=b"lin/k0"), timeout=10)
+            assert r.header.member_id == m.id
         time.sleep(1.0)
         victim = c.followers(c.wait_leader(10))[0]
         if victim is m:

@@ -486,7 +486,8 @@ void net_end_hasleader_streams(void)
             continue;
         for (struct grpc_call *k = c->calls, *kn; k != NULL; k = kn) {
             kn = k->next;
-            if (k->long_lived && k->has_leader_md && !k->finished)
+            if ((k->long_lived || k->on_msg != NULL) && k->has_leader_md &&
+                !k->finished)
                 grpc_finish(k, GRPC_UNAVAILABLE, "etcdserver: no leader");
         }
         net__mark_dirty(c);

@@ -678,6 +678,26 @@ def test_leader_kill_and_member_alone(which):
         assert put(new, "y", "2")[0] == "OK"
         # kill the new leader too: the last member is alone, without a leader
         alone = c.followers(new)[0]
+        # a watch that asked for a leader (hasleader metadata) on that member
+        # ends once it has been without one for three election timeouts
+        ch = grpc.insecure_channel(alone.endpoint)
+        done = threading.Event()
+        ended = []
+
+        def requests():
+            yield pb.WatchRequest(create_request=pb.WatchCreateRequest(key=b"w"))
+            done.wait(60)
+
+        def watch():
+            try:
+                for _ in rpc_pb2_grpc.WatchStub(ch).Watch(
+                        requests(), metadata=[("hasleader", "true")], timeout=60):
+                    pass
+                ended.append(("OK", ""))
+            except grpc.RpcError as e:
+                ended.append((e.code().name, e.details()))
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
         new.kill9()
 
         def no_leader():
@@ -699,6 +719,10 @@ def test_leader_kill_and_member_alone(which):
         if not is_etcd(c.binary):
             # cairn follows etcd 3.5's text
             assert json.loads(body) == {"health": "false", "reason": "RAFT NO LEADER"}
+        th.join(timeout=30)
+        done.set()
+        ch.close()
+        assert ended == [("UNAVAILABLE", "etcdserver: no leader")], ended
 
 
 # --------------------------------------------------------------------------

@@ -517,9 +517,12 @@ void metrics_proposal_submitted(void)
 void metrics_proposal_done(int rc)
 {
     metrics_gauge_add(&metrics__etcd.proposals_pending, -1);
-    /* Store errors fail the whole batch before its commit: these commands
-     * were never committed. Request errors (lease not found...) were. */
-    if (rc == CAIRN_ESTORE || rc == CAIRN_ENOSPACE)
+    /* Request errors (lease not found...) were committed; a failed
+     * proposal is one the store (a batch that could not commit) or raft
+     * (no leader, lost with a leader, timed out) failed */
+    if (rc == CAIRN_ESTORE || rc == CAIRN_ENOSPACE || rc == CAIRN_ETIMEOUT ||
+        rc == CAIRN_ENOLEADER || rc == CAIRN_ELEADERCHANGED ||
+        rc == CAIRN_ETIMEOUTLEADERFAIL)
         metrics_counter_add(&metrics__etcd.proposals_failed, 1);
 }
 

@@ -261,7 +261,10 @@ static void test_proposals(void **state)
     assert_int_equal(metrics_counter_get(&e->slow_apply), 0);
     metrics_apply_observe(metrics_now_ns() - 200 * 1000000LL);
     assert_int_equal(metrics_counter_get(&e->slow_apply), 1);
-    /* one commit lands in both disk histograms */
+    metrics_proposal_submitted();
+    metrics_proposal_done(CAIRN_ETIMEOUT); /* raft lost it */
+    assert_int_equal(metrics_counter_get(&e->proposals_failed), 2);
+    /* a store commit and a raft log sync land in their own histograms */
     metrics_commit_observe(metrics_now_ns());
     assert_int_equal(e->backend_commit.nb, 14);
     uint64_t nb = 0, nw = 0;
@@ -270,6 +273,11 @@ static void test_proposals(void **state)
         nw += e->wal_fsync.counts[i];
     }
     assert_int_equal(nb, 1);
+    assert_int_equal(nw, 0);
+    metrics_wal_fsync_observe(metrics_now_ns());
+    nw = 0;
+    for (int i = 0; i <= 14; i++)
+        nw += e->wal_fsync.counts[i];
     assert_int_equal(nw, 1);
 }
 

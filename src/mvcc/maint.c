@@ -8,51 +8,10 @@
 
 #include <uv.h>
 
+#include "core/crc32c.h"
 #include "core/err.h"
 #include "core/mem.h"
 #include "mvcc/mvcc_int.h"
-
-/* CRC-32C (Castagnoli), as Go's crc32.MakeTable(crc32.Castagnoli). */
-static uint32_t crc_table[8][256];
-
-static void crc_init(void)
-{
-    static int done;
-    if (done)
-        return;
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^
-                              crc_table[0][crc_table[t - 1][i] & 0xff];
-    done = 1;
-}
-
-/* Running crc (Go's hash.Hash32 Write): @crc is the finished value so far. */
-uint32_t mvcc_crc32c(uint32_t crc, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    crc_init();
-    crc = ~crc;
-    while (n >= 8) {
-        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 |
-                             (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        crc = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
-              crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^
-              crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
-              crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
-}
 
 /* A record as etcd's key bucket holds it: key main BE8 '_' sub BE8 ['t'],
  * value the packed KeyValue (a tombstone's holds only the key). */
@@ -78,15 +37,15 @@ static uint32_t hash_record(struct mvcc_txn *t, uint32_t h, const MDB_val *k,
     ek[8] = '_';
     memcpy(ek + 9, kb + 8, 8);
     ek[17] = 't';
-    h = mvcc_crc32c(h, ek, tomb ? 18 : 17);
+    h = crc32c(h, ek, tomb ? 18 : 17);
     if (!tomb)
-        return mvcc_crc32c(h, pl, pn);
+        return crc32c(h, pl, pn);
     Mvccpb__KeyValue tk = MVCCPB__KEY_VALUE__INIT;
     tk.key = kv.key;
     size_t n = mvccpb__key_value__get_packed_size(&tk);
     uint8_t *b = arena_alloc(a, n);
     mvccpb__key_value__pack(&tk, b);
-    return mvcc_crc32c(h, b, n);
+    return crc32c(h, b, n);
 }
 
 static int any_alive(void *ud, MDB_val *key, struct mvcc_rev rev)
@@ -109,7 +68,7 @@ static int hash_keys(struct mvcc_txn *t, int64_t rev, int filter, uint32_t *out)
     if ((rc = mdb_cursor_open(t->txn, t->m->kv, &c)) != 0)
         return mvcc__err(rc);
     arena_init(&a);
-    h = mvcc_crc32c(0, "key", 3);
+    h = crc32c(0, "key", 3);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && err == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size != MVCC_REVLEN) {
@@ -184,15 +143,15 @@ int mvcc_hash(struct mvcc_txn *t, uint32_t *hash)
         return rc;
     if ((rc = mdb_cursor_open(t->txn, t->m->lease, &c)) != 0)
         return mvcc__err(rc);
-    h = mvcc_crc32c(h, "lease", 5);
+    h = crc32c(h, "lease", 5);
     arena_init(&a);
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         MDB_val pv;
         if ((err = mvcc__value_open(t, t->m->lease, &k, &v, &a, &pv)) != 0)
             break;
-        h = mvcc_crc32c(h, k.mv_data, k.mv_size);
-        h = mvcc_crc32c(h, pv.mv_data, pv.mv_size);
+        h = crc32c(h, k.mv_data, k.mv_size);
+        h = crc32c(h, pv.mv_data, pv.mv_size);
         arena_reset(&a);
     }
     mdb_cursor_close(c);

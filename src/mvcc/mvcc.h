@@ -85,7 +85,6 @@ int mvcc_hash_kv(struct mvcc_txn *t, int64_t rev, uint32_t *hash,
  * encodings; equal stores hash equal (not etcd's number: etcd hashes its
  * own file layout). */
 int mvcc_hash(struct mvcc_txn *t, uint32_t *hash);
-uint32_t mvcc_crc32c(uint32_t crc, const void *data, size_t n);
 
 /* Alarms raised on members (etcdserverpb AlarmType), kept across restarts.
  * Del returns 1 when there was no such alarm. */

@@ -491,28 +491,14 @@ static void log_rejected(struct conn *c)
     ERR_clear_error();
 }
 
-/* The verified client certificate's Common Name (the last one, as Go's
- * pkix.Name keeps it), for etcd's CN-as-user. */
+/* The verified client certificate's CN, for etcd's CN-as-user. */
 static void set_peer_cn(struct conn *c)
 {
-    X509 *peer = SSL_get0_peer_certificate(c->ssl);
-    if (peer == NULL || SSL_get_verify_result(c->ssl) != X509_V_OK)
+    char cn[1024];
+    if (SSL_get_verify_result(c->ssl) != X509_V_OK ||
+        net_tls_peer_cn(c->ssl, cn, sizeof cn) < 0)
         return;
-    X509_NAME *nm = X509_get_subject_name(peer);
-    int i = -1, last = -1;
-    while ((i = X509_NAME_get_index_by_NID(nm, NID_commonName, i)) >= 0)
-        last = i;
-    if (last < 0)
-        return;
-    unsigned char *utf8 = NULL;
-    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(
-                                           X509_NAME_get_entry(nm, last)));
-    if (n >= 0) {
-        c->peer_cn = cairn_malloc((size_t)n + 1);
-        memcpy(c->peer_cn, utf8, (size_t)n);
-        c->peer_cn[n] = 0;
-    }
-    OPENSSL_free(utf8);
+    c->peer_cn = cairn_strdup(cn);
 }
 
 int net__tls_recv(struct conn *c, const uint8_t *p, size_t n)

@@ -47,6 +47,12 @@ int net_tls_self_cert(const char *dir, const char *urls, char *cert,
  * does not match public key"). Errors: -errno, -EPROTO. */
 int net_tls_start(uv_loop_t *loop, const struct net_tls_opts *o, char *err,
                   size_t errlen);
+/* The Common Name of @ssl's peer certificate (the last one, as Go's
+ * pkix.Name keeps it) into @out; its length, or -1 without a certificate
+ * or CN (@out is then ""). Verification is the caller's to check. */
+struct ssl_st;
+int net_tls_peer_cn(struct ssl_st *ssl, char *out, size_t len);
+
 /* Stops the timer and frees the context (connections keep theirs). */
 void net_tls_stop(void);
 /* 1 once net_tls_start succeeded. */

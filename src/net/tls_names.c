@@ -1,10 +1,14 @@
-/* etcd's TLS names: Go's cipher suite names and TLS versions. Apart from
+/* etcd's TLS names (Go's cipher suite names and TLS versions) and the
+ * certificate CN both TLS layers read. Apart from
  * tls.c so that the flag checks link without the network. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/ssl.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "net/tls.h"
 
@@ -114,3 +118,23 @@ int net_tls_check(const char *cipher_suites, const char *min_version,
     return 0;
 }
 
+int net_tls_peer_cn(struct ssl_st *ssl, char *out, size_t len)
+{
+    out[0] = 0;
+    X509 *x = SSL_get0_peer_certificate(ssl);
+    if (x == NULL)
+        return -1;
+    X509_NAME *nm = X509_get_subject_name(x);
+    int i = -1, last = -1;
+    while ((i = X509_NAME_get_index_by_NID(nm, NID_commonName, i)) >= 0)
+        last = i;
+    if (last < 0)
+        return -1;
+    unsigned char *utf8 = NULL;
+    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(
+                                           X509_NAME_get_entry(nm, last)));
+    if (n >= 0)
+        snprintf(out, len, "%.*s", n, (const char *)utf8);
+    OPENSSL_free(utf8);
+    return n;
+}

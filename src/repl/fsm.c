@@ -8,22 +8,10 @@
 #include "crypt/crypt.h"
 #include "mvcc/mvcc.h"
 #include "repl/fsm.h"
+#include "repl/repl_int.h"
 
 #define SNAP_MAGIC "cairnsnp"
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 int repl_entry_encode(struct raft_buffer *out, const struct crypt_ring *ring,
                       int op, uint64_t origin, uint64_t reqid, int64_t auth_rev,
@@ -36,9 +24,9 @@ int repl_entry_encode(struct raft_buffer *out, const struct crypt_ring *ring,
         return -ENOMEM;
     b[0] = k != NULL ? REPL_ENTRY_SEALED : REPL_ENTRY_VERSION;
     b[1] = (uint8_t)op;
-    put64(b + 2, origin);
-    put64(b + 10, reqid);
-    put64(b + 18, (uint64_t)auth_rev);
+    repl__put64(b + 2, origin);
+    repl__put64(b + 10, reqid);
+    repl__put64(b + 18, (uint64_t)auth_rev);
     if (k != NULL) {
         if (crypt_seal(k, b, REPL_ENTRY_HDR, req, len, b + REPL_ENTRY_HDR) != 0) {
             raft_free(b);
@@ -59,9 +47,9 @@ int repl_entry_decode(const uint8_t *b, size_t len, int *op, uint64_t *origin,
         (b[0] != REPL_ENTRY_VERSION && b[0] != REPL_ENTRY_SEALED))
         return -EINVAL;
     *op = b[1];
-    *origin = get64(b + 2);
-    *reqid = get64(b + 10);
-    *auth_rev = (int64_t)get64(b + 18);
+    *origin = repl__get64(b + 2);
+    *reqid = repl__get64(b + 10);
+    *auth_rev = (int64_t)repl__get64(b + 18);
     return 0;
 }
 
@@ -167,7 +155,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     /* Not last_applied: barriers and configuration changes never reach
      * the store, which would then never hold a snapshot taken at one. */
     memcpy(b->base, SNAP_MAGIC, 8);
-    put64((uint8_t *)b->base + 8, f->need);
+    repl__put64((uint8_t *)b->base + 8, f->need);
     b->len = 16;
     *bufs = b;
     *n_bufs = 1;
@@ -178,7 +166,7 @@ static uint64_t snap_index(const struct raft_buffer *b)
 {
     if (b->len < 16 || memcmp(b->base, SNAP_MAGIC, 8) != 0)
         return UINT64_MAX; /* not ours: never "held" */
-    return get64((const uint8_t *)b->base + 8);
+    return repl__get64((const uint8_t *)b->base + 8);
 }
 
 /* Thread pool (libraft's async snapshot): stored only once the store

@@ -37,19 +37,6 @@ uint64_t repl__now_ms(void)
     return uv_hrtime() / 1000000;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 
 static int raft_rc(int rv)
@@ -158,8 +145,8 @@ static void nack(uint64_t origin, uint64_t reqid, int rc)
         return;
     }
     uint8_t b[16];
-    put64(b, reqid);
-    put64(b + 8, (uint64_t)(int64_t)rc);
+    repl__put64(b, reqid);
+    repl__put64(b + 8, (uint64_t)(int64_t)rc);
     repl_peer_send_app(N.peer, origin, REPL_APP_NACK, b, sizeof b);
 }
 
@@ -386,9 +373,9 @@ static void read_finish(struct read *r, int rc)
 {
     if (r->origin != N.self) {
         uint8_t b[24];
-        put64(b, r->reqid);
-        put64(b + 8, (uint64_t)(int64_t)rc);
-        put64(b + 16, r->index);
+        repl__put64(b, r->reqid);
+        repl__put64(b + 8, (uint64_t)(int64_t)rc);
+        repl__put64(b + 16, r->index);
         repl_peer_send_app(N.peer, r->origin, REPL_APP_READ_INDEX_RESP, b,
                            sizeof b);
         cairn_free(r);
@@ -474,7 +461,7 @@ static void kick_barrier(void)
 static void read_ask_leader(struct read *r)
 {
     uint8_t b[8];
-    put64(b, r->reqid);
+    repl__put64(b, r->reqid);
     if (repl_peer_send_app(N.peer, N.leader, REPL_APP_READ_INDEX, b,
                            sizeof b) < 0) {
         /* not sent: asked again on the next tick */
@@ -563,8 +550,8 @@ void repl_lease(int renew, int64_t id, repl_lease_cb cb, void *ud)
     q->next = lqs;
     lqs = q;
     uint8_t b[17];
-    put64(b, q->reqid);
-    put64(b + 8, (uint64_t)id);
+    repl__put64(b, q->reqid);
+    repl__put64(b + 8, (uint64_t)id);
     b[16] = (uint8_t)renew;
     repl_peer_send_app(N.peer, N.leader, REPL_APP_LEASE, b, sizeof b);
 }
@@ -631,14 +618,14 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
     }
     case REPL_APP_NACK:
         if (len >= 16)
-            pending_fail(get64(data), (int)(int64_t)get64(data + 8));
+            pending_fail(repl__get64(data), (int)(int64_t)repl__get64(data + 8));
         break;
     case REPL_APP_READ_INDEX: {
         if (len < 8)
             return;
         struct read *r = cairn_calloc(1, sizeof *r);
         r->origin = from;
-        r->reqid = get64(data);
+        r->reqid = repl__get64(data);
         if (N.raft.state != RAFT_LEADER) {
             read_finish(r, CAIRN_ELEADERCHANGED);
             return;
@@ -651,7 +638,7 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
     case REPL_APP_READ_INDEX_RESP: {
         if (len < 24)
             return;
-        uint64_t reqid = get64(data);
+        uint64_t reqid = repl__get64(data);
         struct read **pp = &reads_remote;
         while (*pp && (*pp)->reqid != reqid)
             pp = &(*pp)->next;
@@ -659,8 +646,8 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
             return;
         struct read *r = *pp;
         *pp = r->next;
-        r->index = get64(data + 16);
-        read_finish(r, (int)(int64_t)get64(data + 8));
+        r->index = repl__get64(data + 16);
+        read_finish(r, (int)(int64_t)repl__get64(data + 8));
         break;
     }
     case REPL_APP_LEASE: {
@@ -668,14 +655,14 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
             return;
         int64_t ttl = 0, remaining = 0;
         int rc = N.raft.state == RAFT_LEADER
-                     ? lease_local(data[16], (int64_t)get64(data + 8), &ttl,
+                     ? lease_local(data[16], (int64_t)repl__get64(data + 8), &ttl,
                                    &remaining)
                      : CAIRN_ELEADERCHANGED;
         uint8_t b[32];
-        put64(b, get64(data));
-        put64(b + 8, (uint64_t)(int64_t)rc);
-        put64(b + 16, (uint64_t)ttl);
-        put64(b + 24, (uint64_t)remaining);
+        repl__put64(b, repl__get64(data));
+        repl__put64(b + 8, (uint64_t)(int64_t)rc);
+        repl__put64(b + 16, (uint64_t)ttl);
+        repl__put64(b + 24, (uint64_t)remaining);
         repl_peer_send_app(N.peer, from, REPL_APP_LEASE_RESP, b, sizeof b);
         break;
     }
@@ -689,8 +676,8 @@ static void on_app(void *ud, uint64_t from, int type, const uint8_t *data,
         break;
     case REPL_APP_LEASE_RESP:
         if (len >= 32)
-            lq_finish(get64(data), (int)(int64_t)get64(data + 8),
-                      (int64_t)get64(data + 16), (int64_t)get64(data + 24));
+            lq_finish(repl__get64(data), (int)(int64_t)repl__get64(data + 8),
+                      (int64_t)repl__get64(data + 16), (int64_t)repl__get64(data + 24));
         break;
     default:
         break;

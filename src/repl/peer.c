@@ -26,6 +26,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "net/tls.h"
 #include "repl/peer_int.h"
 
 #define READ_BUF (64u << 10)
@@ -909,26 +910,6 @@ static void tls_drain(struct conn *c)
         conn_close(c);
 }
 
-/* The last CN of the peer's verified certificate, or "". */
-static void peer_cn(SSL *ssl, char *out, size_t len)
-{
-    out[0] = 0;
-    X509 *x = SSL_get0_peer_certificate(ssl);
-    if (x == NULL)
-        return;
-    X509_NAME *nm = X509_get_subject_name(x);
-    int i = -1, last = -1;
-    while ((i = X509_NAME_get_index_by_NID(nm, NID_commonName, i)) >= 0)
-        last = i;
-    if (last < 0)
-        return;
-    unsigned char *utf8 = NULL;
-    int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(
-                                           X509_NAME_get_entry(nm, last)));
-    if (n >= 0)
-        snprintf(out, len, "%.*s", n, (const char *)utf8);
-    OPENSSL_free(utf8);
-}
 
 static const char *tls_refusal(struct conn *c, char *buf, size_t len)
 {
@@ -981,7 +962,7 @@ static void tls_established(struct conn *c)
 {
     char cn[256], why[320];
     struct repl_peer *p = c->p;
-    peer_cn(c->ssl, cn, sizeof cn);
+    net_tls_peer_cn(c->ssl, cn, sizeof cn);
     /* As etcd: the CN is checked on the certificates of members that
      * dial us; a dialer checks the server's certificate chain and host. */
     if (!c->outbound && p->allowed_cn != NULL && strcmp(cn, p->allowed_cn) != 0) {

@@ -54,6 +54,21 @@ struct repl_node {
 
 extern struct repl_node repl__n;
 
+/* Little-endian integers in entries and app messages. */
+static inline void repl__put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t repl__get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 uint64_t repl__now_ms(void);
 
 /* member.c */

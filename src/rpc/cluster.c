@@ -96,6 +96,22 @@ static void change_done(void *ud, int rc, uint64_t id)
     grpc_finish(c, GRPC_OK, NULL);
 }
 
+/* peerURLs as one comma-separated string (repl's form), in the arena. */
+static char *join_urls(struct grpc_call *c, char **urls, size_t n)
+{
+    size_t total = 1;
+    for (size_t i = 0; i < n; i++)
+        total += strlen(urls[i]) + 1;
+    char *out = arena_alloc(&c->arena, total);
+    out[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(out, ",");
+        strcat(out, urls[i]);
+    }
+    return out;
+}
+
 void rpc_cluster_member_add(struct grpc_call *c, const uint8_t *msg, size_t len)
 {
     Etcdserverpb__MemberAddRequest *r =
@@ -109,16 +125,7 @@ void rpc_cluster_member_add(struct grpc_call *c, const uint8_t *msg, size_t len)
         grpc_finish_err(c, rc);
         return;
     }
-    size_t total = 1;
-    for (size_t i = 0; i < r->n_peerurls; i++)
-        total += strlen(r->peerurls[i]) + 1;
-    char *urls = arena_alloc(&c->arena, total);
-    urls[0] = 0;
-    for (size_t i = 0; i < r->n_peerurls; i++) {
-        if (i)
-            strcat(urls, ",");
-        strcat(urls, r->peerurls[i]);
-    }
+    char *urls = join_urls(c, r->peerurls, r->n_peerurls);
     struct rpc_wait *w = rpc_wait_new(c);
     w->r = r;
     repl_member_add(urls, r->islearner, change_done, w);
@@ -153,16 +160,7 @@ void rpc_cluster_member_update(struct grpc_call *c, const uint8_t *msg, size_t l
         grpc_finish_err(c, rc);
         return;
     }
-    size_t total = 1;
-    for (size_t i = 0; i < r->n_peerurls; i++)
-        total += strlen(r->peerurls[i]) + 1;
-    char *urls = arena_alloc(&c->arena, total);
-    urls[0] = 0;
-    for (size_t i = 0; i < r->n_peerurls; i++) {
-        if (i)
-            strcat(urls, ",");
-        strcat(urls, r->peerurls[i]);
-    }
+    char *urls = join_urls(c, r->peerurls, r->n_peerurls);
     repl_member_update(r->id, urls, change_done, rpc_wait_new(c));
 }
 

@@ -43,6 +43,7 @@ static int nconns;
 static struct conn *dirty_head;
 static uv_check_t flush_check;
 static int flush_check_started;
+static int serving; /* net_serve() was called */
 static int shutting_down;
 static void (*shutdown_done)(void);
 static uv_timer_t shutdown_timer;
@@ -365,7 +366,24 @@ static void on_connection(uv_stream_t *server, int status)
         net__conn_close(c);
         return;
     }
-    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    /* Until the member is ready (etcd's ReadyNotify: it has published
+     * itself through raft), client connections wait unread, as etcd's
+     * listeners accept and serve only once ready; metrics listeners serve
+     * at once (a member without quorum can still be looked at). */
+    if (serving || c->opts->metrics_only) {
+        c->reading = 1;
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
+void net_serve(void)
+{
+    serving = 1;
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        if (!c->reading && !c->closing) {
+            c->reading = 1;
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        }
 }
 
 /* http(s)://host:port with host a name, IPv4 or [IPv6]. */

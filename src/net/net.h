@@ -118,6 +118,9 @@ struct net_opts {
 int net_listen(uv_loop_t *loop, const char *url, const struct net_opts *o);
 /* Graceful shutdown: GOAWAY to every h2 connection, stop accepting; calls
  * @done once every connection has closed or after @grace_ms. */
+/* Starts serving: connections accepted before wait unread until then
+ * (etcd serves clients once the member is ready). */
+void net_serve(void);
 /* Ends the streams whose client asked for a leader (hasleader metadata)
  * with etcd's "etcdserver: no leader": called after three election
  * timeouts without one, as etcd's monitorLeader. */

@@ -22,6 +22,7 @@ struct conn {
     int in_recv;               /* inside nghttp2_session_mem_recv */
     struct write_req *wb;      /* output being gathered for one uv_write */
     int dirty, closing, goaway_sent;
+    int reading;               /* uv_read_start done (net_serve) */
     char *peer_cn;             /* verified client certificate's CN (TLS) */
     struct ssl_st *ssl;        /* TLS: NULL on plaintext connections */
     int tls_up;                /* handshake done */

@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "core/mem.h"
+#include "net/net.h"
 #include "server/notify.h"
 
 /* Go's time.Duration.String() for the durations etcd logs ("401.415µs",
@@ -188,6 +189,7 @@ void startup_published(void)
 
     if (ready_done++)
         return;
+    net_serve();
     snprintf(id, sizeof id, "%016llx", (unsigned long long)srv->member_id);
     snprintf(cid, sizeof cid, "%016llx", (unsigned long long)srv->cluster_id);
     /* Go's %+v of the member's attributes */

@@ -266,6 +266,17 @@ static void member_submit(int op, const Etcdserverpb__Member *m,
     repl_submit(cmd);
 }
 
+/* More URLs, or longer, than a member record here holds: refused rather
+ * than cut (etcd sets no limit; none is near it in practice). */
+static int urls_fit(const char *csv)
+{
+    int commas = 0;
+    for (const char *p = csv; *p; p++)
+        commas += *p == ',';
+    return strlen(csv) < sizeof ((struct repl_member *)0)->peer_urls &&
+           commas < CONFIG_MAX_URLS;
+}
+
 /* etcd's URL checks for peer URLs: scheme http(s), host:port, no path. */
 static int urls_valid(char **u, size_t n)
 {
@@ -378,7 +389,7 @@ void repl_member_add(const char *peer_urls, int is_learner, repl_member_cb done,
     int n = config_split(copy, urls, CONFIG_MAX_URLS);
     int rc = 0;
     Etcdserverpb__Member m = ETCDSERVERPB__MEMBER__INIT;
-    if (!urls_valid(urls, (size_t)n)) {
+    if (!urls_fit(peer_urls) || !urls_valid(urls, (size_t)n)) {
         rc = CAIRN_EMEMBERBADURLS;
         goto out;
     }
@@ -439,7 +450,7 @@ void repl_member_update(uint64_t id, const char *peer_urls,
     int n = config_split(copy, urls, CONFIG_MAX_URLS);
     Etcdserverpb__Member m = ETCDSERVERPB__MEMBER__INIT;
     int rc = 0;
-    if (!urls_valid(urls, (size_t)n))
+    if (!urls_fit(peer_urls) || !urls_valid(urls, (size_t)n))
         rc = CAIRN_EMEMBERBADURLS;
     else if (member_find(id) == NULL)
         rc = CAIRN_EMEMBERNOTFOUND;

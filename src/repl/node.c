@@ -351,6 +351,7 @@ struct read {
     uint64_t origin, reqid; /* a follower's request (origin != self) */
     uint64_t index;         /* wait until applied */
     uint64_t deadline;
+    uint64_t asked_at;      /* follower: when the leader was last asked */
     struct read *next;
 };
 
@@ -469,8 +470,30 @@ static void read_ask_leader(struct read *r)
         reads_unsent = r;
         return;
     }
+    r->asked_at = repl__now_ms();
     r->next = reads_remote;
     reads_remote = r;
+}
+
+/* Asking for a read index is idempotent: a question or answer the
+ * transport lost (a connection that dropped meanwhile) is asked again
+ * after a few heartbeats, of whoever leads now. */
+static void reads_ask_again(void)
+{
+    uint64_t now = repl__now_ms(), after = 4 * (uint64_t)N.s->cfg.heartbeat_ms;
+    if (after < 200)
+        after = 200;
+    if (N.leader == 0 || N.raft.state == RAFT_LEADER)
+        return;
+    for (struct read *r = reads_remote; r != NULL; r = r->next) {
+        if (now - r->asked_at < after)
+            continue;
+        uint8_t b[8];
+        repl__put64(b, r->reqid);
+        if (repl_peer_send_app(N.peer, N.leader, REPL_APP_READ_INDEX, b,
+                               sizeof b) == 0)
+            r->asked_at = now;
+    }
 }
 
 void repl_read_index(void (*cb)(void *ud, int rc), void *ud)
@@ -774,6 +797,17 @@ static void on_tick(uv_timer_t *t)
         N.no_leader_since = repl__now_ms(); /* and again after three more */
         net_end_hasleader_streams();
     }
+    if (leading && !N.was_leader && reads_remote != NULL) {
+        /* reads this member asked a former leader about: its own now */
+        struct read *r = reads_remote, *next;
+        reads_remote = NULL;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            r->next = reads_next;
+            reads_next = r;
+        }
+        kick_barrier();
+    }
     if (leading && !N.was_leader) {
         /* etcd's lessor.Promote: nothing expires early because leadership
          * moved */
@@ -789,6 +823,7 @@ static void on_tick(uv_timer_t *t)
         repl__members_load();
     }
     reads_check_applied();
+    reads_ask_again();
     expire();
     lq_expire(0);
     if (N.leader != 0) {

@@ -7,6 +7,7 @@
 cd "$(dirname "$0")/.." || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 total_p=0 total_f=0 status=0
+t0=$(date +%s)
 tally() { # reads "<name>: N passed, N failed" lines from a log
     line=$(grep -E '^(unit|integration|k8s): [0-9]+ passed, [0-9]+ failed$' "$1" | tail -n1)
     if [ -z "$line" ]; then total_f=$((total_f + 1)); status=1; return; fi
@@ -17,7 +18,7 @@ tally() { # reads "<name>: N passed, N failed" lines from a log
 run() { # name, command...
     name=$1; shift
     log=$(mktemp)
-    echo "== $name"
+    echo "== $name (at $(($(date +%s) - t0)) s)"
     "$@" 2>&1 | tee "$log"
     tally "$log"
     rm -f "$log"
@@ -36,5 +37,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run "unit (asan+ubsan)" sh tests/run-unit.sh build/san/tests/test_*
 run "integration (asan+ubsan)" env CAIRN_BIN="$PWD/build/san/cairn" CAIRN_SANITIZED=1 sh tests/run-integration.sh
 run "kube-apiserver patterns (asan+ubsan)" env CAIRN_BIN="$PWD/build/san/cairn" CAIRN_SANITIZED=1 sh tests/k8s/run.sh
+echo "== done (at $(($(date +%s) - t0)) s)"
 echo "$total_p passed, $total_f failed"
 [ "$total_f" -eq 0 ] && [ "$total_p" -gt 0 ] && [ "$status" -eq 0 ]

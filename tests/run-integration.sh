@@ -6,7 +6,7 @@
 export CAIRN_BIN
 here=$(cd "$(dirname "$0")" && pwd)
 log=$(mktemp)
-/usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE "$here/integration" "$@" 2>&1 | tee "$log"
+/usr/bin/python3 -m pytest -p no:cacheprovider -q -rfE --durations=12 "$here/integration" "$@" 2>&1 | tee "$log"
 rc=$?
 # pytest's exit code is lost in the pipe: read its summary instead.
 summary=$(grep -E '^=+ .*(passed|failed|error|no tests ran).* =+$|^[0-9]+ (passed|failed)' "$log" | tail -n1)

@@ -68,6 +68,7 @@ void rpc_lease_revoke(struct grpc_call *c, const uint8_t *msg, size_t len)
 struct ka {
     struct grpc_call *c; /* NULL once the call has gone */
     int waiting;         /* renewals asked of the leader */
+    int half_closed;     /* the client is done: end once all are answered */
 };
 
 struct ka_req {
@@ -107,6 +108,13 @@ static void ka_renewed(void *ud, int rc, int64_t ttl, int64_t remaining_ms)
             resp.id = q->id;
             resp.ttl = rc == 0 ? ttl : 0;
             grpc_send_pb(ka->c, &resp);
+            if (ka->half_closed && ka->waiting == 0) {
+                struct grpc_call *c = ka->c;
+                c->ud = NULL;
+                c->on_cancel = NULL;
+                ka->c = NULL;
+                grpc_finish(c, GRPC_OK, NULL);
+            }
         } else {
             /* no leader to renew with: etcd ends the stream so */
             struct grpc_call *c = ka->c;
@@ -145,6 +153,11 @@ static void keepalive_msg(struct grpc_call *c, const uint8_t *msg, size_t len)
 static void keepalive_half_close(struct grpc_call *c)
 {
     struct ka *ka = c->ud;
+    if (ka != NULL && ka->waiting > 0) {
+        /* answers still to come from the leader: they go out first */
+        ka->half_closed = 1;
+        return;
+    }
     c->ud = NULL;
     c->on_cancel = NULL;
     if (ka != NULL) {

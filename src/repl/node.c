@@ -720,13 +720,48 @@ static void expire(void)
         while (*pp) {
             struct read *r = *pp;
             if (r->deadline != 0 && r->deadline <= now) {
+                static const char *const where[] = {"asked the leader",
+                                                    "no leader to ask",
+                                                    "applying"};
                 *pp = r->next;
+                log_warnw("raft: a linearizable read timed out",
+                          LOG_STR("waiting", where[i]), LOG_UINT("read-index", r->index),
+                          LOG_UINT("applied", N.raft.last_applied),
+                          LOG_UINT("commit", N.raft.commit_index),
+                          LOG_UINT("leader", N.leader),
+                          LOG_BOOL("barrier-busy", barrier_busy));
                 r->cb(r->ud, i == 1 ? CAIRN_ENOLEADER : CAIRN_ETIMEOUT);
                 cairn_free(r);
             } else {
                 pp = &r->next;
             }
         }
+    }
+}
+
+/* A barrier that never answers would stall every linearizable read: say
+ * so (once per stall) with the state needed to see why. */
+static uint64_t barrier_since;
+
+static void barrier_watch(void)
+{
+    static int told;
+    if (!barrier_busy) {
+        barrier_since = 0;
+        told = 0;
+        return;
+    }
+    uint64_t now = repl__now_ms();
+    if (barrier_since == 0)
+        barrier_since = now;
+    if (!told && now - barrier_since > REQUEST_TIMEOUT_MS(&N)) {
+        told = 1;
+        log_errorw("raft: the read-index barrier has not answered",
+                   LOG_UINT("barrier-index", barrier.index),
+                   LOG_UINT("applied", N.raft.last_applied),
+                   LOG_UINT("commit", N.raft.commit_index),
+                   LOG_UINT("last-index", raft_last_index(&N.raft)),
+                   LOG_INT("state", N.raft.state));
     }
 }
 
@@ -824,6 +859,7 @@ static void on_tick(uv_timer_t *t)
     }
     reads_check_applied();
     reads_ask_again();
+    barrier_watch();
     expire();
     lq_expire(0);
     if (N.leader != 0) {

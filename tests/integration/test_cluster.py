@@ -839,6 +839,8 @@ def test_follower_and_new_member_catch_up_after_compaction(which):
         assert full_range(m) == full_range(ld)
         assert put(m, "late-put", "1")[0] == "OK"
         for x in c.members:
+            code, r = get(x, "late-put")
+            assert code == "OK", (x.name, code, r, c.logs(25))
             assert value(x, "late-put") == "1"
         if not is_etcd(c.binary):
             with open(m.log_path, errors="replace") as fh:

@@ -144,6 +144,10 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
                         unsigned *n_bufs)
 {
     struct repl_fsm *f = (struct repl_fsm *)fsm;
+    /* the store is about to be replaced and applies nothing until then:
+     * a snapshot now would wait for an index it never reaches */
+    if (f->restoring)
+        return RAFT_BUSY;
     struct raft_buffer *b = raft_malloc(sizeof *b);
     if (b == NULL)
         return RAFT_NOMEM;

@@ -290,6 +290,14 @@ static void image_received(void *ud, uint64_t index, const char *path)
  * durable now. The image replaces the store at the next start, so this
  * member restarts itself; until then nothing is applied (the entries after
  * the snapshot are in the log and apply after the restart). */
+static uv_timer_t restart_timer;
+
+static void restart_now(uv_timer_t *t)
+{
+    uv_close((uv_handle_t *)t, NULL);
+    server_restart();
+}
+
 static int store_behind(void *ud, uint64_t held, uint64_t idx)
 {
     char image[4096];
@@ -298,7 +306,11 @@ static int store_behind(void *ud, uint64_t held, uint64_t idx)
     if (access(image, F_OK) == 0) {
         log_infow("raft: restarting to load the store image from the leader",
                   LOG_UINT("store-index", held), LOG_UINT("snapshot-index", idx));
-        server_restart();
+        /* a moment first, for libraft's answer to the InstallSnapshot to
+         * reach the leader (else the leader waits for its install
+         * timeout before it sends this member anything again) */
+        uv_timer_init(N.loop, &restart_timer);
+        uv_timer_start(&restart_timer, restart_now, 250, 0);
         return 0;
     }
     log_errorw("raft: the store is behind the snapshot to restore and no "
@@ -1076,6 +1088,13 @@ int repl_start(uv_loop_t *loop, struct server *s)
      * voter elects itself at once, and with pre-vote libraft would keep
      * the term (etcd's single member starts each run with a new term) */
     raft_set_pre_vote(&N.raft, false);
+    /* libraft's default is 30 s: an InstallSnapshot whose answer was lost
+     * (the member restarts to load the store image) is tried again
+     * sooner */
+    raft_set_install_snapshot_timeout(&N.raft,
+                                      (unsigned)(2 * s->cfg.election_ms > 5000
+                                                     ? 2 * s->cfg.election_ms
+                                                     : 5000));
     raft_set_snapshot_threshold(&N.raft, (unsigned)(s->cfg.snapshot_count > 0
                                                         ? s->cfg.snapshot_count
                                                         : 100000));

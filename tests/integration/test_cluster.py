@@ -806,7 +806,13 @@ def bulk_put(m, prefix, n, threads=8):
 
 @WHICH
 def test_follower_and_new_member_catch_up_after_compaction(which):
-    with Cluster(_binary(which), 3, extra_args=["--snapshot-count", "100"]) as c:
+    binary = _binary(which)
+    extra = ["--snapshot-count", "100"]
+    if not is_etcd(binary):
+        # etcd 3.4 keeps 5000 entries behind a snapshot (no flag): cairn
+        # keeps 100 here, so the lagging member surely needs a store image
+        extra += ["--experimental-snapshot-catchup-entries", "100"]
+    with Cluster(binary, 3, extra_args=extra) as c:
         c.start()
         ld = c.wait_leader()
         f = c.followers(ld)[0]

@@ -1212,10 +1212,6 @@ uint64_t repl_leader(void)
     return N.leader;
 }
 
-uint64_t repl_term(void)
-{
-    return N.term;
-}
 
 /* Read from raft itself, not from what on_tick last noted (Status): right
  * after a MoveLeader answered (on localhost an election takes a few ms),
@@ -1242,10 +1238,6 @@ uint64_t repl_commit_index(void)
     return N.started ? N.raft.commit_index : 0;
 }
 
-uint64_t repl_applied_index(void)
-{
-    return N.started ? N.raft.last_applied : 0;
-}
 
 uint64_t repl_leader_changes(void)
 {

@@ -60,11 +60,9 @@ void repl_image_path(const char *data_dir, char *out, size_t n);
 
 int repl_is_leader(void);
 uint64_t repl_leader(void);           /* 0 when none is known */
-uint64_t repl_term(void);
 uint64_t repl_leader_now(void);       /* raft's view now (Status) */
 uint64_t repl_term_now(void);
 uint64_t repl_commit_index(void);
-uint64_t repl_applied_index(void);
 int repl_is_learner(void);
 /* Leader changes seen by this member (etcd_server_leader_changes_seen). */
 uint64_t repl_leader_changes(void);

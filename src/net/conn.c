@@ -62,6 +62,8 @@ static void flush_one(struct conn *c)
         return;
     if (c->mode == CONN_H2 && net__h2_flush(c) < 0)
         net__conn_close(c);
+    else if (c->mode == CONN_HTTP1)
+        net__http1_drain(c);
 }
 
 static void on_check(uv_check_t *h)
@@ -94,7 +96,7 @@ static void on_write(uv_write_t *req, int status)
         net__conn_close(c);
         return;
     }
-    if (c->mode == CONN_H2)
+    if (c->mode == CONN_H2 || c->mode == CONN_HTTP1)
         net__mark_dirty(c); /* more may be waiting behind the high water */
 }
 
@@ -218,6 +220,8 @@ static void on_conn_closed(uv_handle_t *h)
         net__h2_free_calls(c);
         nghttp2_session_del(c->h2);
     }
+    if (c->mode == CONN_HTTP1)
+        net__http1_free(c);
     buf_free(&c->rbuf);
     if (c->ssl != NULL)
         net__tls_free(c);
@@ -376,6 +380,17 @@ static void on_connection(uv_stream_t *server, int status)
     }
 }
 
+void net__conn_pause(struct conn *c, int pause)
+{
+    if (c->closing || !c->reading || c->paused == pause)
+        return;
+    c->paused = pause;
+    if (pause)
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    else
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
 void net_serve(void)
 {
     serving = 1;
@@ -500,6 +515,13 @@ static void on_shutdown_timeout(uv_timer_t *t)
 void net_end_hasleader_streams(void)
 {
     for (struct conn *c = conns; c != NULL; c = c->next) {
+        if (c->mode == CONN_HTTP1) {
+            struct grpc_call *k = net__http1_call(c);
+            if (k != NULL && (k->long_lived || k->on_msg != NULL) &&
+                k->has_leader_md && !k->finished)
+                grpc_finish(k, GRPC_UNAVAILABLE, "etcdserver: no leader");
+            continue;
+        }
         if (c->mode != CONN_H2)
             continue;
         for (struct grpc_call *k = c->calls, *kn; k != NULL; k = kn) {
@@ -521,6 +543,15 @@ void net_shutdown(uv_loop_t *loop, int grace_ms, void (*done)(void))
         uv_close((uv_handle_t *)&l->tcp, (uv_close_cb)cairn_free);
     listeners = NULL;
     for (struct conn *c = conns; c != NULL; c = c->next) {
+        struct grpc_call *gc = c->mode == CONN_HTTP1 ? net__http1_call(c) : NULL;
+        if (gc != NULL) {
+            /* A gateway call: long-lived ones end now, others finish;
+             * the connection closes after the answer. */
+            net__http1_no_keepalive(c);
+            if (gc->long_lived)
+                grpc_finish(gc, GRPC_UNAVAILABLE, "etcdserver: server stopped");
+            continue;
+        }
         if (c->mode != CONN_H2) {
             net__conn_close(c);
             continue;

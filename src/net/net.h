@@ -102,6 +102,59 @@ struct http_reply {
 };
 void rpc_http(const char *method, const char *path, struct http_reply *r);
 
+/* ---- HTTP/1.1 exchanges (net/http1.c) ----
+ * One request and its answer on an HTTP/1.1 connection. The connection
+ * owns it; a handler that answers later registers struct http_handler and
+ * may use the exchange until its answer is complete (http_respond,
+ * http_stream_end) or its abort hook ran, whichever comes first. Requests
+ * of a connection are answered in order; the next one is read once the
+ * current answer is complete and its body was read. */
+struct http_exchange;
+
+struct http_handler {
+    /* Request body bytes as they arrive (chunked framing removed). */
+    void (*body)(void *ud, const uint8_t *p, size_t n);
+    /* The request body is complete. */
+    void (*body_end)(void *ud);
+    /* Output drained (a write completed): more may be produced. */
+    void (*drain)(void *ud);
+    /* The connection went away (EOF, reset, bad body framing, shutdown)
+     * before the answer was complete: never touch the exchange again. */
+    void (*abort)(void *ud);
+};
+
+void http_set_handler(struct http_exchange *x, const struct http_handler *h,
+                      void *ud);
+const char *http_method(const struct http_exchange *x);
+/* The request target as sent (path and query). */
+const char *http_target(const struct http_exchange *x);
+/* The value of header @name (case-insensitive, the first one); NULL when
+ * absent. */
+const char *http_header(const struct http_exchange *x, const char *name);
+/* Header @i (0-based); returns 0 past the end. */
+int http_header_at(const struct http_exchange *x, int i, const char **name,
+                   const char **value);
+/* A whole answer. @extra: further header lines, each ending in CRLF, or
+ * NULL. CORS headers are added on client listeners. */
+void http_respond(struct http_exchange *x, int status, const char *ctype,
+                  const char *extra, const void *body, size_t len);
+/* A streamed (chunked) answer: the head, chunks, the end. */
+void http_stream_start(struct http_exchange *x, int status, const char *ctype,
+                       const char *extra);
+void http_stream_write(struct http_exchange *x, const void *p, size_t n);
+void http_stream_end(struct http_exchange *x);
+/* Bytes written to the connection and not yet taken by the socket. */
+size_t http_unsent(const struct http_exchange *x);
+/* The TLS client certificate's CN of the connection, or NULL. */
+const char *http_peer_cn(const struct http_exchange *x);
+/* The gRPC call an exchange serves (gateway), so shutdown and the
+ * hasleader monitor reach it; NULL to clear. */
+void http_set_call(struct http_exchange *x, struct grpc_call *c);
+
+/* The gateway's entry point (gw/gw.c): takes the request (returns 1) or
+ * leaves it to rpc_http (returns 0). */
+int gw_request(struct http_exchange *x);
+
 struct net_opts {
     size_t max_recv_bytes; /* gRPC receive limit: max-request-bytes + 512 KiB */
     uint32_t max_streams;  /* SETTINGS_MAX_CONCURRENT_STREAMS */

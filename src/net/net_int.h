@@ -23,6 +23,9 @@ struct conn {
     struct write_req *wb;      /* output being gathered for one uv_write */
     int dirty, closing, goaway_sent;
     int reading;               /* uv_read_start done (net_serve) */
+    int paused;                /* reading stopped for backpressure */
+    struct http_exchange *http; /* HTTP/1.1: the request being served */
+    int http_busy;             /* inside http1.c's request loop */
     char *peer_cn;             /* verified client certificate's CN (TLS) */
     struct ssl_st *ssl;        /* TLS: NULL on plaintext connections */
     int tls_up;                /* handshake done */
@@ -49,6 +52,16 @@ void net__out_submit(struct conn *c);
 void net__conn_write(struct conn *c, const uint8_t *p, size_t n);
 void net__conn_close(struct conn *c);
 void net__http1_recv(struct conn *c);
+/* Writes drained: the active HTTP/1.1 exchange may produce more. */
+void net__http1_drain(struct conn *c);
+/* The connection closes: aborts and frees the active exchange. */
+void net__http1_free(struct conn *c);
+/* The gateway call the active exchange serves, or NULL. */
+struct grpc_call *net__http1_call(struct conn *c);
+/* The connection ends after the current answer. */
+void net__http1_no_keepalive(struct conn *c);
+/* Stops (1) or resumes (0) reading from the socket. */
+void net__conn_pause(struct conn *c, int pause);
 void net__deadlines_init(uv_loop_t *loop);
 /* Plaintext bytes of a connection (after TLS, if any). */
 void net__conn_input(struct conn *c, const uint8_t *p, size_t n);

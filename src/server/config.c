@@ -89,6 +89,7 @@ static const struct flag flags[] = {
     {"grpc-keepalive-interval", K_IGNORED, 0, NULL, NULL, Y_DURATION},
     {"grpc-keepalive-timeout", K_IGNORED, 0, NULL, NULL, Y_DURATION},
     {"strict-reconfig-check", K_BOOL, F(strict_reconfig_check), "true", "Reject reconfiguration requests that would cause quorum loss.", Y_AUTO},
+    {"enable-grpc-gateway", K_BOOL, F(enable_grpc_gateway), "true", "Enable GRPC gateway.", Y_AUTO},
     {"enable-pprof", K_IGNORED_BOOL, 0, NULL, NULL, Y_AUTO},
     {"pre-vote", K_IGNORED_BOOL, 0, NULL, NULL, Y_AUTO},
     {"cors", K_IGNORED, 0, NULL, NULL, Y_AUTO},

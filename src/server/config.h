@@ -43,6 +43,7 @@ struct config {
     const char *tls_min_version, *tls_max_version;
     int client_cert_auth, auto_tls;
     int strict_reconfig_check;             /* --strict-reconfig-check */
+    int enable_grpc_gateway;               /* --enable-grpc-gateway */
     const char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file;
     const char *peer_cert_allowed_cn;
     int peer_client_cert_auth, peer_auto_tls;

@@ -4,7 +4,8 @@
 PKGS="gcc make pkg-config libuv1-dev libnghttp2-dev libssl-dev libprotobuf-c-dev
 protobuf-c-compiler liblmdb-dev libyaml-dev libcmocka-dev libcrypt-dev libraft-dev etcd-server etcd-client python3
 python3-etcd3 python3-grpcio python3-protobuf python3-pytest python3-h2
-python3-prometheus-client iproute2 procps openssl curl"
+python3-prometheus-client iproute2 procps openssl curl
+python3-etcd3gw"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

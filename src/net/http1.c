@@ -36,7 +36,7 @@ struct http_exchange {
     int keep_alive;
     enum body_state bs;
     uint64_t remaining;    /* Content-Length left, or of the current chunk */
-    int body_done;
+    int body_done, body_end_told;
     const struct http_handler *h;
     void *ud;
     struct grpc_call *call;
@@ -501,9 +501,6 @@ static int take_body(struct conn *c, struct http_exchange *x)
             break;
         }
     }
-    if (x->body_done && c->http == x && x->h != NULL && x->h->body_end != NULL &&
-        !x->resp_done)
-        x->h->body_end(x->ud);
     return 0;
 }
 
@@ -534,6 +531,13 @@ static void process_requests(struct conn *c)
                 bad_request(c, 400);
                 return;
             }
+            if (c->closing || c->http != x)
+                return;
+        }
+        if (x->body_done && !x->body_end_told) {
+            x->body_end_told = 1;
+            if (x->h != NULL && x->h->body_end != NULL && !x->resp_done)
+                x->h->body_end(x->ud);
             if (c->closing || c->http != x)
                 return;
         }

@@ -424,14 +424,16 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
         } else {
             strcpy(c->api_version, "other");
         }
-    } else if (IS("token")) {
-        /* etcd's auth token (rpctypes.TokenFieldNameGRPC); the first wins,
-         * as etcd reads md["token"][0] */
-        if (c->token == NULL) {
+    } else if (IS("token") || IS("authorization")) {
+        /* etcd's auth token: md["token"][0], else md["authorization"][0]
+         * (rpctypes.TokenFieldNameSwagger, what its gateway forwards) */
+        int is_token = name[0] == 't';
+        if (c->token == NULL || (is_token && c->token_from_authz)) {
             c->token = arena_alloc(&c->arena, vlen + 1);
             memcpy(c->token, value, vlen);
             c->token[vlen] = 0;
             c->token_len = vlen;
+            c->token_from_authz = !is_token;
         }
     } else if (IS("hasleader")) {
         c->has_leader_md = vlen == 4 && memcmp(value, "true", 4) == 0;

@@ -62,6 +62,7 @@ struct grpc_call {
     char *token;           /* "token" metadata (etcd's auth token), in the
                               arena; NULL when not sent */
     size_t token_len;
+    int token_from_authz;  /* token came from "authorization" metadata */
     int64_t auth_rev;      /* set by the rpc auth check for the write path
                               (apply_cmd.auth_rev) */
     const struct call_transport *tp; /* NULL: HTTP/2 */

@@ -169,8 +169,11 @@ static void gw_maybe_free(struct gw *g)
 
 /* ---- answers ---- */
 
-/* A unary error, or a stream's error before anything was written. */
-static void answer_error(struct gw *g, int code, const char *msg)
+/* A unary error, or an error before a call started. @trailer: the
+ * call's trailers-only answer, whose content-type metadata grpc-go hands
+ * over as trailer metadata (grpc-gateway then sends it as an HTTP
+ * trailer, so the answer is chunked). */
+static void answer_error_t(struct gw *g, int code, const char *msg, int trailer)
 {
     struct buf b;
     char num[16];
@@ -185,9 +188,20 @@ static void answer_error(struct gw *g, int code, const char *msg)
     put_lit(&b, num);
     struct http_exchange *x = g->x;
     g->x = NULL;
-    http_respond(x, http_status_of(code), JSON_CT, g->nmsgs ? GRPC_MD : NULL,
-                 b.data, b.len);
+    if (trailer) {
+        http_stream_start(x, http_status_of(code), JSON_CT,
+                          "Trailer: Grpc-Trailer-Content-Type\r\n");
+        http_stream_write(x, b.data, b.len);
+        http_stream_end_trailers(x, "Grpc-Trailer-Content-Type: application/grpc\r\n");
+    } else {
+        http_respond(x, http_status_of(code), JSON_CT, NULL, b.data, b.len);
+    }
     buf_free(&b);
+}
+
+static void answer_error(struct gw *g, int code, const char *msg)
+{
+    answer_error_t(g, code, msg, 0);
 }
 
 static void stream_head(struct gw *g, int status)
@@ -247,8 +261,10 @@ static void finish_answer(struct gw *g)
     const char *msg = g->message ? g->message : "";
     if (g->r->kind == GW_UNARY) {
         if (g->status != 0 || g->nmsgs == 0) {
-            answer_error(g, g->status ? g->status : 2,
-                         g->status ? msg : "unexpected EOF");
+            /* A deadline is the gateway's own context: no trailers. */
+            answer_error_t(g, g->status ? g->status : 2,
+                           g->status ? msg : "unexpected EOF",
+                           g->status != GRPC_DEADLINE_EXCEEDED);
             return;
         }
         struct http_exchange *x = g->x;
@@ -383,7 +399,7 @@ static int start_call(struct gw *g, const uint8_t *msg, size_t len)
     if (ms >= 0)
         c->deadline_ms = net_now_ms() + ms;
     http_set_call(x, c);
-    grpc_call_start(c, msg, len);
+    grpc_call_start(c, msg, len, 1);
     return 0;
 }
 

@@ -199,13 +199,22 @@ void http_stream_write(struct http_exchange *x, const void *p, size_t n)
     net__out_submit(x->conn);
 }
 
-void http_stream_end(struct http_exchange *x)
+void http_stream_end_trailers(struct http_exchange *x, const char *trailers)
 {
     if (!x->resp_started || x->resp_done)
         return;
-    if (x->resp_chunked && !x->head_only)
-        net__out_append(x->conn, (const uint8_t *)"0\r\n\r\n", 5);
+    if (x->resp_chunked && !x->head_only) {
+        net__out_append(x->conn, (const uint8_t *)"0\r\n", 3);
+        if (trailers != NULL)
+            net__out_append(x->conn, (const uint8_t *)trailers, strlen(trailers));
+        net__out_append(x->conn, (const uint8_t *)"\r\n", 2);
+    }
     answer_done(x);
+}
+
+void http_stream_end(struct http_exchange *x)
+{
+    http_stream_end_trailers(x, NULL);
 }
 
 /* ---- connection side ---- */

@@ -187,6 +187,9 @@ void http_stream_start(struct http_exchange *x, int status, const char *ctype,
                        const char *extra);
 void http_stream_write(struct http_exchange *x, const void *p, size_t n);
 void http_stream_end(struct http_exchange *x);
+/* The end with trailer fields (lines ending in CRLF; announce them with a
+ * Trailer header in http_stream_start's @extra). */
+void http_stream_end_trailers(struct http_exchange *x, const char *trailers);
 /* Bytes written to the connection and not yet taken by the socket. */
 size_t http_unsent(const struct http_exchange *x);
 /* The TLS client certificate's CN of the connection, or NULL. */

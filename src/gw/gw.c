@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "auth/auth.h"
 #include "core/mem.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "gw/pbjson.h"
@@ -116,9 +117,12 @@ struct gw {
     size_t re_off;
     struct buf unary;           /* unary: the converted answer */
     int nmsgs;                  /* answers converted */
+    int no_md;                  /* no header metadata reached the gateway */
     int finished, status;       /* the call's end */
     char *message;
     int depth;                  /* inside one of our entry points */
+    int pend;                   /* on the pending list */
+    struct gw *pend_next;
 };
 
 /* ---- HTTP status and texts (grpc-gateway's HTTPStatusFromCode) ---- */
@@ -156,10 +160,13 @@ static void put_lit(struct buf *b, const char *s)
 
 /* ---- lifetime ---- */
 
+static void unschedule(struct gw *g);
+
 static void gw_maybe_free(struct gw *g)
 {
     if (g->depth > 0 || g->x != NULL || g->c != NULL)
         return;
+    unschedule(g);
     buf_free(&g->body);
     buf_free(&g->re);
     buf_free(&g->unary);
@@ -188,7 +195,11 @@ static void answer_error_t(struct gw *g, int code, const char *msg, int trailer)
     put_lit(&b, num);
     struct http_exchange *x = g->x;
     g->x = NULL;
-    if (trailer) {
+    /* Over TLS etcd serves gRPC through Go's http.Handler transport, which
+     * sends headers before trailers: the metadata is header metadata. */
+    if (trailer && http_is_tls(x)) {
+        http_respond(x, http_status_of(code), JSON_CT, GRPC_MD, b.data, b.len);
+    } else if (trailer) {
         http_stream_start(x, http_status_of(code), JSON_CT,
                           "Trailer: Grpc-Trailer-Content-Type\r\n");
         http_stream_write(x, b.data, b.len);
@@ -207,7 +218,10 @@ static void answer_error(struct gw *g, int code, const char *msg)
 static void stream_head(struct gw *g, int status)
 {
     if (g->nmsgs == 0 && g->x != NULL)
-        http_stream_start(g->x, status, JSON_CT, status == 200 ? GRPC_MD : NULL);
+        http_stream_start(g->x, status, JSON_CT,
+                          !g->no_md && (status == 200 || http_is_tls(g->x))
+                              ? GRPC_MD
+                              : NULL);
 }
 
 /* Converts whole messages from g->re while the socket keeps up. */
@@ -256,7 +270,8 @@ static void convert(struct gw *g)
 /* The call ended and everything was converted: the answer's end. */
 static void finish_answer(struct gw *g)
 {
-    if (g->x == NULL || !g->finished || g->re.len > g->re_off)
+    /* g->c is let go only once its last bytes were taken (gw_run). */
+    if (g->x == NULL || !g->finished || g->c != NULL || g->re.len > g->re_off)
         return;
     const char *msg = g->message ? g->message : "";
     if (g->r->kind == GW_UNARY) {
@@ -297,41 +312,92 @@ static void finish_answer(struct gw *g)
 
 /* ---- the call transport ---- */
 
-static void tp_kick(struct grpc_call *c)
+/* Handlers may fill a message after grpc_send_reserve() returns (before
+ * they go back to the loop), so c->out is taken on the next loop turn. */
+static struct gw *pending;
+static uv_idle_t pending_idle;
+static int pending_init;
+
+static void gw_run(struct gw *g)
 {
-    struct gw *g = c->tp_ud;
-    size_t n = c->out.len - c->out_off;
-    /* Partial messages move too: a producer waiting for unsent < N would
-     * otherwise never finish a message larger than N. */
-    if (n > 0)
-        buf_append(&g->re, c->out.data + c->out_off, n);
-    c->out.len = c->out_off = 0;
-    if (c->out.cap > (256u << 10))
-        buf_free(&c->out);
+    struct grpc_call *c = g->c;
+    if (c != NULL) {
+        size_t n = c->out.len - c->out_off;
+        /* Partial messages move too: a producer waiting for unsent < N
+         * would otherwise never finish a message larger than N. */
+        if (n > 0)
+            buf_append(&g->re, c->out.data + c->out_off, n);
+        c->out.len = c->out_off = 0;
+        if (c->out.cap > (256u << 10))
+            buf_free(&c->out);
+        if (g->finished) {
+            g->c = NULL;
+            if (g->x != NULL)
+                http_set_call(g->x, NULL);
+            grpc_call_release(c);
+        }
+    }
     g->depth++;
     convert(g);
-    g->depth--;
-}
-
-static void tp_finished(struct grpc_call *c)
-{
-    struct gw *g = c->tp_ud;
-    tp_kick(c);
-    g->finished = 1;
-    g->status = c->status;
-    g->message = c->message ? cairn_strdup(c->message) : NULL;
-    g->c = NULL;
-    if (g->x != NULL)
-        http_set_call(g->x, NULL);
-    grpc_call_release(c);
-    g->depth++;
     finish_answer(g);
     g->depth--;
     gw_maybe_free(g);
 }
 
-/* Bytes the producer should count as not yet sent: the socket's backlog
- * and the whole messages not yet converted. */
+static void on_pending(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    for (int guard = 0; guard < 1000000 && pending != NULL; guard++) {
+        struct gw *g = pending;
+        pending = g->pend_next;
+        g->pend_next = NULL;
+        g->pend = 0;
+        gw_run(g);
+    }
+}
+
+static void schedule(struct gw *g)
+{
+    if (g->pend)
+        return;
+    if (!pending_init) {
+        uv_idle_init(srv->loop, &pending_idle);
+        pending_init = 1;
+    }
+    g->pend = 1;
+    g->pend_next = pending;
+    pending = g;
+    uv_idle_start(&pending_idle, on_pending);
+}
+
+static void unschedule(struct gw *g)
+{
+    if (!g->pend)
+        return;
+    for (struct gw **pp = &pending; *pp != NULL; pp = &(*pp)->pend_next)
+        if (*pp == g) {
+            *pp = g->pend_next;
+            break;
+        }
+    g->pend = 0;
+}
+
+static void tp_kick(struct grpc_call *c)
+{
+    schedule(c->tp_ud);
+}
+
+static void tp_finished(struct grpc_call *c)
+{
+    struct gw *g = c->tp_ud;
+    g->finished = 1;
+    g->status = c->status;
+    g->message = c->message ? cairn_strdup(c->message) : NULL;
+    schedule(g);
+}
+
+/* Bytes the producer should count as not yet sent: the socket's backlog,
+ * what is still in c->out and the whole messages not yet converted. */
 static size_t tp_unsent(const struct grpc_call *c)
 {
     const struct gw *g = c->tp_ud;
@@ -345,7 +411,7 @@ static size_t tp_unsent(const struct grpc_call *c)
             break;
         off += GRPC_PREFIX_LEN + len;
     }
-    return n + (off - g->re_off);
+    return n + (off - g->re_off) + (c->out.len - c->out_off);
 }
 
 static const struct call_transport gw_tp = {tp_kick, tp_finished, tp_unsent};
@@ -436,7 +502,7 @@ static void take_value(struct gw *g, const uint8_t *p, size_t n)
                      "grpc: received message larger than max (%zu vs. %zu)",
                      wire.len, max);
             g->body_closed = 1;
-            answer_error(g, GRPC_RESOURCE_EXHAUSTED, m);
+            answer_error_t(g, GRPC_RESOURCE_EXHAUSTED, m, 1);
         } else {
             start_call(g, wire.data, wire.len);
         }
@@ -452,6 +518,21 @@ static int only_space(const uint8_t *p, size_t n)
         if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
             return 0;
     return 1;
+}
+
+/* A bidi route with an empty body: grpc-gateway opens the stream and
+ * half-closes it at once, sending nothing. etcd's LeaseKeepAlive then
+ * ends OK (an empty answer); its Watch stays open, silent, until the
+ * client goes away. */
+static void empty_bidi(struct gw *g)
+{
+    g->no_md = 1;
+    if (strcmp(g->r->method, "/etcdserverpb.Watch/Watch") == 0)
+        return;
+    stream_head(g, 200);
+    struct http_exchange *x = g->x;
+    g->x = NULL;
+    http_stream_end(x);
 }
 
 static void on_body(void *ud, const uint8_t *p, size_t n)
@@ -489,8 +570,10 @@ static void on_body_end(void *ud)
     if (!g->body_closed) {
         if (!only_space(g->body.data, g->body.len))
             take_value(g, g->body.data, g->body.len);
-        else if (g->nvalues == 0)
+        else if (g->nvalues == 0 && g->r->kind != GW_BIDI)
             take_value(g, NULL, 0); /* io.EOF: an empty request */
+        else if (g->nvalues == 0)
+            empty_bidi(g);
         buf_free(&g->body);
         if (!g->body_closed && g->c != NULL) {
             g->body_closed = 1;
@@ -547,6 +630,18 @@ int gw_request(struct http_exchange *x)
     else
         return 0;
     plen -= (size_t)(p - t);
+    /* etcd's accessController: with client certificate auth and auth on, a
+     * verified certificate with a CN is refused on the gateway (its CN
+     * would not be used as the user). */
+    const char *cn = http_peer_cn(x);
+    if (cn != NULL && *cn && srv->cfg.client_cert_auth && auth_enabled()) {
+        http_omit_cors(x);
+        text_answer(x, 400, "CommonName of client sending a request against "
+                            "gateway will be ignored and not used as expected\n");
+        return 1;
+    }
+    if (strcmp(http_method(x), "OPTIONS") == 0)
+        return 0;
     const struct gw_route *r = NULL;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if (strlen(routes[i].path) == plen && memcmp(routes[i].path, p, plen) == 0)

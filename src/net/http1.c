@@ -40,7 +40,7 @@ struct http_exchange {
     const struct http_handler *h;
     void *ud;
     struct grpc_call *call;
-    int resp_started, resp_chunked, resp_done, head_only;
+    int resp_started, resp_chunked, resp_done, head_only, no_cors;
 };
 
 static const char *reason(int status)
@@ -104,9 +104,19 @@ int http_header_at(const struct http_exchange *x, int i, const char **name,
     return 1;
 }
 
+int http_is_tls(const struct http_exchange *x)
+{
+    return x->conn->ssl != NULL;
+}
+
 const char *http_peer_cn(const struct http_exchange *x)
 {
     return x->conn->peer_cn;
+}
+
+void http_omit_cors(struct http_exchange *x)
+{
+    x->no_cors = 1;
 }
 
 void http_set_call(struct http_exchange *x, struct grpc_call *c)
@@ -129,7 +139,7 @@ static void put_head(struct http_exchange *x, int status, const char *ctype,
     int n = snprintf(line, sizeof line, "HTTP/1.%d %d %s\r\n",
                      x->minor ? 1 : 0, status, reason(status));
     net__out_append(c, (const uint8_t *)line, (size_t)n);
-    if (!c->opts->metrics_only)
+    if (!c->opts->metrics_only && !x->no_cors)
         net__out_append(c, (const uint8_t *)CORS, sizeof CORS - 1);
     if (ctype != NULL) {
         n = snprintf(line, sizeof line, "Content-Type: %s\r\n", ctype);
@@ -385,18 +395,25 @@ static void route(struct conn *c, struct http_exchange *x)
         !x->body_done && x->minor == 1)
         net__out_append(c, (const uint8_t *)"HTTP/1.1 100 Continue\r\n\r\n", 25);
     x->head_only = strcmp(x->method, "HEAD") == 0;
+    /* The gateway first: its client certificate check comes before
+     * etcd's CORS wrapper; it leaves OPTIONS alone otherwise. */
+    if (!c->opts->metrics_only && gw_request(x))
+        return;
     /* etcd's CORS wrapper answers OPTIONS on any client path. */
     if (!c->opts->metrics_only && strcmp(x->method, "OPTIONS") == 0) {
         http_respond(x, 200, NULL, NULL, NULL, 0);
         return;
     }
-    if (!c->opts->metrics_only && gw_request(x))
-        return;
     r.metrics_listener = c->opts->metrics_only;
     rpc_http(x->method, x->target, &r);
+    /* Go's http.Error marks its plain-text errors nosniff. */
     http_respond(x, r.status,
                  r.content_type ? r.content_type : "text/plain; charset=utf-8",
-                 NULL, r.body.data, r.body.len);
+                 r.status >= 400 && (r.content_type == NULL ||
+                                     strncmp(r.content_type, "text/plain", 10) == 0)
+                     ? "X-Content-Type-Options: nosniff\r\n"
+                     : NULL,
+                 r.body.data, r.body.len);
     buf_free(&r.body);
 }
 

@@ -182,6 +182,9 @@ int http_header_at(const struct http_exchange *x, int i, const char **name,
  * NULL. CORS headers are added on client listeners. */
 void http_respond(struct http_exchange *x, int status, const char *ctype,
                   const char *extra, const void *body, size_t len);
+/* The answer goes without CORS headers (etcd's checks that answer before
+ * its CORS wrapper). */
+void http_omit_cors(struct http_exchange *x);
 /* A streamed (chunked) answer: the head, chunks, the end. */
 void http_stream_start(struct http_exchange *x, int status, const char *ctype,
                        const char *extra);
@@ -192,6 +195,8 @@ void http_stream_end(struct http_exchange *x);
 void http_stream_end_trailers(struct http_exchange *x, const char *trailers);
 /* Bytes written to the connection and not yet taken by the socket. */
 size_t http_unsent(const struct http_exchange *x);
+/* The request came over TLS. */
+int http_is_tls(const struct http_exchange *x);
 /* The TLS client certificate's CN of the connection, or NULL. */
 const char *http_peer_cn(const struct http_exchange *x);
 /* The gRPC call an exchange serves (gateway), so shutdown and the

@@ -490,6 +490,17 @@ class Stream:
         l, _, self.data = self.data.partition(b"\n")
         return l
 
+    def rest(self, timeout=5.0):
+        """Everything up to the end of the answer (the 0-size chunk)."""
+        deadline = time.monotonic() + timeout
+        while not self.buf.startswith(b"0\r\n"):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(self.buf)
+            self._fill(left)
+            self._parse()
+        return self.data
+
     def status(self):
         return int(self.head.split(b"\r\n")[0].split()[1])
 
@@ -588,7 +599,7 @@ def test_watch_deadline(pair):
         try:
             w.send({"create_request": {"key": b64("gw/dl")}})
             w.end_body()
-            out[name] = [normalise(w.line()), w.line(timeout=5)]
+            out[name] = [normalise(w.line()), w.rest(timeout=5)]
         except EOFError:
             out[name] = [normalise(w.data)]
         finally:

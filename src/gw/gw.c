@@ -476,6 +476,7 @@ static void take_value(struct gw *g, const uint8_t *p, size_t n)
     char err[256];
     size_t max = (size_t)srv->cfg.max_request_bytes + 512 * 1024;
 
+    static const uint8_t empty[1];
     buf_init(&wire);
     if (pbjson_decode(g->r->in, p, n, &wire, err, sizeof err) != 0) {
         if (g->nvalues == 0) {
@@ -504,10 +505,11 @@ static void take_value(struct gw *g, const uint8_t *p, size_t n)
             g->body_closed = 1;
             answer_error_t(g, GRPC_RESOURCE_EXHAUSTED, m, 1);
         } else {
-            start_call(g, wire.data, wire.len);
+            /* never NULL: handlers may memcpy an empty message */
+            start_call(g, wire.data ? wire.data : empty, wire.len);
         }
     } else if (g->c != NULL && !g->body_closed) {
-        grpc_call_msg(g->c, wire.data, wire.len);
+        grpc_call_msg(g->c, wire.data ? wire.data : empty, wire.len);
     }
     buf_free(&wire);
 }

@@ -111,7 +111,11 @@ class Pair:
     def both(self, path, body=b"", headers=None, method="POST", check=True,
              norm=normalise):
         e = request(self.etcd, path, body, headers, method, ctx=self.ctx)
-        c = request(self.cairn, path, body, headers, method, ctx=self.ctx)
+        try:
+            c = request(self.cairn, path, body, headers, method, ctx=self.ctx)
+        except OSError:
+            print("cairn log:\n" + self.cairn.log_tail(60))
+            raise
         if check:
             try:
                 check_same(e, c, (method, path, body), norm=norm)

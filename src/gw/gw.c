@@ -176,6 +176,20 @@ static void gw_maybe_free(struct gw *g)
 
 /* ---- answers ---- */
 
+/* A whole answer as Go's net/http sends one written at once: bodies of
+ * 2048 bytes or more (its buffer before chunking) go chunked. */
+static void respond_go(struct http_exchange *x, int status, const char *extra,
+                       const void *body, size_t len)
+{
+    if (len < 2048) {
+        http_respond(x, status, JSON_CT, extra, body, len);
+        return;
+    }
+    http_stream_start(x, status, JSON_CT, extra);
+    http_stream_write(x, body, len);
+    http_stream_end(x);
+}
+
 /* A unary error, or an error before a call started. @trailer: the
  * call's trailers-only answer, whose content-type metadata grpc-go hands
  * over as trailer metadata (grpc-gateway then sends it as an HTTP
@@ -198,14 +212,14 @@ static void answer_error_t(struct gw *g, int code, const char *msg, int trailer)
     /* Over TLS etcd serves gRPC through Go's http.Handler transport, which
      * sends headers before trailers: the metadata is header metadata. */
     if (trailer && http_is_tls(x)) {
-        http_respond(x, http_status_of(code), JSON_CT, GRPC_MD, b.data, b.len);
+        respond_go(x, http_status_of(code), GRPC_MD, b.data, b.len);
     } else if (trailer) {
         http_stream_start(x, http_status_of(code), JSON_CT,
                           "Trailer: Grpc-Trailer-Content-Type\r\n");
         http_stream_write(x, b.data, b.len);
         http_stream_end_trailers(x, "Grpc-Trailer-Content-Type: application/grpc\r\n");
     } else {
-        http_respond(x, http_status_of(code), JSON_CT, NULL, b.data, b.len);
+        respond_go(x, http_status_of(code), NULL, b.data, b.len);
     }
     buf_free(&b);
 }
@@ -284,7 +298,7 @@ static void finish_answer(struct gw *g)
         }
         struct http_exchange *x = g->x;
         g->x = NULL;
-        http_respond(x, 200, JSON_CT, GRPC_MD, g->unary.data, g->unary.len);
+        respond_go(x, 200, GRPC_MD, g->unary.data, g->unary.len);
         return;
     }
     if (g->status != 0) {

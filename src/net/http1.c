@@ -567,6 +567,14 @@ static void process_requests(struct conn *c)
             if (c->closing || c->http != x)
                 return;
         }
+        if (x->resp_done && !x->keep_alive) {
+            /* The answer is out and the connection ends: an unread body
+             * does not hold it (shutdown, Connection: close). */
+            free_exchange(c);
+            net__tls_close_notify(c);
+            net__conn_end(c);
+            return;
+        }
         if (!x->body_done || !x->resp_done) {
             /* Pipelined requests wait; too many bytes ahead pause reading. */
             if (x->body_done && c->rbuf.len > HTTP1_MAX_AHEAD)

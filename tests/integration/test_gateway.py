@@ -750,3 +750,35 @@ def test_gateway_disabled(server_factory):
     pair.both("/v3beta/kv/range", {"key": b64("k")})
     pair.both("/v3/kv/range", b"", method="OPTIONS")
     pair.both("/version", b"", method="GET", check=False)
+
+
+# --------------------------------------------------------------------------
+# large answers, shutdown
+# --------------------------------------------------------------------------
+
+def test_large_range(pair):
+    for i in range(4):
+        pair.both("/v3/kv/put", {"key": b64("gw/big/%d" % i),
+                                 "value": b64(bytes([65 + i]) * 1000000)})
+    e, c = pair.both("/v3/kv/range", {"key": b64("gw/big/"),
+                                      "range_end": b64("gw/big0")})
+    assert len(c.body) > 5000000
+
+
+def test_shutdown_ends_gateway_streams(server_factory):
+    """SIGTERM ends a gateway watch with etcd's "server stopped" and the
+    server exits 0 (conftest checks the exit code)."""
+    srv = server_factory()
+    w = Stream(srv, "/v3/watch")
+    w.send({"create_request": {"key": b64("gw/s")}})
+    assert json.loads(w.line())["result"]["created"] is True
+    assert srv.stop() == 0
+    try:
+        tail = w.rest(timeout=10)
+    except (EOFError, OSError):
+        tail = w.data
+    finally:
+        w.close()
+    assert tail in (b"", b'{"error":{"grpc_code":14,"http_code":503,"message":'
+                         b'"etcdserver: server stopped","http_status":'
+                         b'"Service Unavailable"}}'), tail

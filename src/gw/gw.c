@@ -22,6 +22,8 @@
 /* Complete messages are turned into JSON only while less than this is
  * waiting for the socket. */
 #define GW_HIGH_WATER (1024 * 1024)
+/* One JSON value of a request body is held whole up to this size. */
+#define GW_MAX_VALUE (64u << 20)
 #define JSON_CT "application/json"
 #define GRPC_MD "Grpc-Metadata-Content-Type: application/grpc\r\n"
 
@@ -156,6 +158,12 @@ static const char *status_text(int h)
 static void put_lit(struct buf *b, const char *s)
 {
     buf_append(b, s, strlen(s));
+}
+
+static void text_answer(struct http_exchange *x, int status, const char *text)
+{
+    http_respond(x, status, "text/plain; charset=utf-8",
+                 "X-Content-Type-Options: nosniff\r\n", text, strlen(text));
 }
 
 /* ---- lifetime ---- */
@@ -558,6 +566,21 @@ static void on_body(void *ud, const uint8_t *p, size_t n)
         return;
     g->depth++;
     buf_append(&g->body, p, n);
+    if (g->body.len > GW_MAX_VALUE && g->x != NULL) {
+        struct http_exchange *x = g->x;
+        g->body_closed = 1;
+        buf_free(&g->body);
+        if (g->c == NULL) {
+            g->x = NULL;
+            http_close_after(x);
+            text_answer(x, 413, "Request Entity Too Large\n");
+        } else if (g->c != NULL) {
+            grpc_call_half_close(g->c);
+        }
+        g->depth--;
+        gw_maybe_free(g);
+        return;
+    }
     for (int guard = 0; guard < 100000 && !g->body_closed && g->body.len > 0;
          guard++) {
         size_t end = 0;
@@ -624,12 +647,6 @@ static void on_abort(void *ud)
 
 static const struct http_handler gw_handler = {on_body, on_body_end, on_drain,
                                                on_abort};
-
-static void text_answer(struct http_exchange *x, int status, const char *text)
-{
-    http_respond(x, status, "text/plain; charset=utf-8",
-                 "X-Content-Type-Options: nosniff\r\n", text, strlen(text));
-}
 
 int gw_request(struct http_exchange *x)
 {

@@ -114,6 +114,11 @@ const char *http_peer_cn(const struct http_exchange *x)
     return x->conn->peer_cn;
 }
 
+void http_close_after(struct http_exchange *x)
+{
+    x->keep_alive = 0;
+}
+
 void http_omit_cors(struct http_exchange *x)
 {
     x->no_cors = 1;

@@ -182,6 +182,8 @@ int http_header_at(const struct http_exchange *x, int i, const char **name,
  * NULL. CORS headers are added on client listeners. */
 void http_respond(struct http_exchange *x, int status, const char *ctype,
                   const char *extra, const void *body, size_t len);
+/* The connection ends after this answer (the rest of the body unread). */
+void http_close_after(struct http_exchange *x);
 /* The answer goes without CORS headers (etcd's checks that answer before
  * its CORS wrapper). */
 void http_omit_cors(struct http_exchange *x);

@@ -782,3 +782,35 @@ def test_shutdown_ends_gateway_streams(server_factory):
     assert tail in (b"", b'{"error":{"grpc_code":14,"http_code":503,"message":'
                          b'"etcdserver: server stopped","http_status":'
                          b'"Service Unavailable"}}'), tail
+
+
+def test_huge_json_value_is_refused(pair):
+    """cairn holds one JSON value whole up to 64 MiB; beyond it answers
+    413 and closes (etcd's gateway would read on)."""
+    s = socket.create_connection(("127.0.0.1", pair.cairn.client_port),
+                                 timeout=20)
+    try:
+        s.sendall(b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b'{"key":"' + b"A" * (1 << 20)
+        s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        filler = b"A" * (1 << 20)
+        out = b""
+        for _ in range(80):
+            try:
+                s.sendall(b"%x\r\n%s\r\n" % (len(filler), filler))
+            except OSError:
+                break
+        s.settimeout(10)
+        while True:
+            try:
+                d = s.recv(65536)
+            except OSError:
+                break
+            if not d:
+                break
+            out += d
+        assert out.startswith(b"HTTP/1.1 413 "), out[:200]
+        assert out.endswith(b"Request Entity Too Large\n")
+    finally:
+        s.close()

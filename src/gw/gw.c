@@ -440,21 +440,13 @@ static const struct call_transport gw_tp = {tp_kick, tp_finished, tp_unsent};
 
 /* ---- requests ---- */
 
+/* gRPC's syntax: at most 8 digits and one unit. */
 static int64_t parse_timeout(const char *v)
 {
-    char *end;
-    long long n = strtoll(v, &end, 10);
-    if (end == v || n < 0 || end[0] == 0 || end[1] != 0 || end - v > 8)
+    size_t n = strlen(v);
+    if (n < 2 || n > 9 || strspn(v, "0123456789") != n - 1)
         return -1;
-    switch (*end) {
-    case 'H': return n * 3600000;
-    case 'M': return n * 60000;
-    case 'S': return n * 1000;
-    case 'm': return n;
-    case 'u': return (n + 999) / 1000;
-    case 'n': return (n + 999999) / 1000000;
-    default: return -1;
-    }
+    return grpc_timeout_ms(v);
 }
 
 /* Metadata from headers as grpc-gateway forwards it. Returns 0, or -1

@@ -340,7 +340,7 @@ void grpc_finish_err(struct grpc_call *c, int rc)
 
 /* ---- input ---- */
 
-static int64_t parse_timeout(const char *v)
+int64_t grpc_timeout_ms(const char *v)
 {
     char *end;
     long long n = strtoll(v, &end, 10);
@@ -408,7 +408,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
         size_t n = vlen < sizeof tmp - 1 ? vlen : sizeof tmp - 1;
         memcpy(tmp, value, n);
         tmp[n] = 0;
-        int64_t ms = parse_timeout(tmp);
+        int64_t ms = grpc_timeout_ms(tmp);
         if (ms >= 0)
             c->deadline_ms = net_now_ms() + ms;
     } else if (IS("grpc-encoding")) {

@@ -130,6 +130,8 @@ void grpc_call_abort(struct grpc_call *c);
 void grpc_call_release(struct grpc_call *c);
 /* Bytes of the answer not yet taken by the transport. */
 size_t grpc_call_unsent(const struct grpc_call *c);
+/* A grpc-timeout value ("5S", "100m", ...) in milliseconds; -1 if bad. */
+int64_t grpc_timeout_ms(const char *v);
 /* Monotonic milliseconds. */
 int64_t net_now_ms(void);
 

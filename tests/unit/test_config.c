@@ -346,7 +346,7 @@ static void test_unsupported_and_ignored(void **state)
         PARSE("--peer-cert-file", "/c.pem", "--peer-key-file=/k.pem",
               "--peer-trusted-ca-file", "/ca.pem", "--peer-client-cert-auth",
               "--peer-cert-allowed-cn", "member", "--force-new-cluster",
-              "--strict-reconfig-check=false");
+              "--strict-reconfig-check=false", "--enable-grpc-gateway=false");
     assert_int_equal(pt->rc, 0);
     assert_string_equal(pt->c.peer_cert_file, "/c.pem");
     assert_string_equal(pt->c.peer_key_file, "/k.pem");
@@ -355,9 +355,11 @@ static void test_unsupported_and_ignored(void **state)
     assert_int_equal(pt->c.peer_client_cert_auth, 1);
     assert_int_equal(pt->c.force_new_cluster, 1);
     assert_int_equal(pt->c.strict_reconfig_check, 0);
+    assert_int_equal(pt->c.enable_grpc_gateway, 0);
     done(pt);
     pt = PARSE(NULL);
     assert_int_equal(pt->c.strict_reconfig_check, 1); /* etcd's default */
+    assert_int_equal(pt->c.enable_grpc_gateway, 1);
     assert_int_equal(pt->c.peer_auto_tls, 0);
     done(pt);
     setenv("ETCD_PEER_AUTO_TLS", "true", 1);
@@ -498,6 +500,7 @@ static void test_config_file_keys(void **state)
         "enable-v2: false\n"
         "max-wals: 5\n"
         "strict-reconfig-check: true\n"
+        "enable-grpc-gateway: false\n"
         "client-transport-security:\n"
         "  cert-file:\n"
         "  client-cert-auth: false\n"
@@ -508,6 +511,7 @@ static void test_config_file_keys(void **state)
     assert_int_equal(p->rc, 0);
     struct config *c = &p->c;
     assert_true(c->from_file);
+    assert_int_equal(c->enable_grpc_gateway, 0);
     assert_string_equal(c->name, "node-1");
     assert_string_equal(c->data_dir, "/var/lib/cairn");
     assert_string_equal(c->listen_client_urls, "http://127.0.0.1:2379,http://10.0.0.1:2379");

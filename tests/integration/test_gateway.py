@@ -814,3 +814,42 @@ def test_huge_json_value_is_refused(pair):
         assert out.endswith(b"Request Entity Too Large\n")
     finally:
         s.close()
+
+
+def test_slow_watch_reader_gets_every_event(pair):
+    """A gateway watcher that does not read while 24 MB of events are
+    written: output is paced by the socket (the watch hub sees the unsent
+    bytes and catches up later); reading then yields every event in order.
+    """
+    srv = pair.cairn
+    w = Stream(srv, "/v3/watch")
+    n, size = 240, 100000
+    try:
+        w.send({"create_request": {"key": b64("gw/slow/"),
+                                   "range_end": b64("gw/slow0")}})
+        assert json.loads(w.line())["result"]["created"] is True
+        c = _conn(srv)
+        try:
+            for i in range(n):
+                r = request(srv, "/v3/kv/put",
+                            {"key": b64("gw/slow/%03d" % i),
+                             "value": b64(bytes([48 + i % 10]) * size)},
+                            conn=c)
+                assert r.status == 200
+        finally:
+            c.close()
+        seen = []
+        while len(seen) < n:
+            for ev in json.loads(w.line(timeout=30))["result"]["events"]:
+                seen.append(base64.b64decode(ev["kv"]["key"]).decode())
+        assert seen == ["gw/slow/%03d" % i for i in range(n)]
+    finally:
+        w.close()
+    # keep etcd's revisions in step with cairn's
+    c = _conn(pair.etcd)
+    try:
+        for i in range(n):
+            request(pair.etcd, "/v3/kv/put", {"key": b64("gw/slow/%03d" % i),
+                                              "value": b64("x")}, conn=c)
+    finally:
+        c.close()

@@ -440,7 +440,10 @@ static int packable(ProtobufCType t)
            t != PROTOBUF_C_TYPE_MESSAGE;
 }
 
-/* One value of field @f (one element if repeated); @always: emit zeros. */
+/* One value of field @f (one element if repeated). @always: 1 emits zero
+ * values, 2 also a null scalar as zero, 4 a null message as an empty one. A
+ * oneof member is present even at zero or null (jsonpb sets the wrapper),
+ * but a null message member leaves a nil pointer that Go does not marshal. */
 static int dec_one(struct dctx *x, const ProtobufCFieldDescriptor *f, struct span v,
                    struct buf *out, int always, int depth)
 {
@@ -448,7 +451,7 @@ static int dec_one(struct dctx *x, const ProtobufCFieldDescriptor *f, struct spa
     int isnull, rc;
     uint64_t val;
     if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-        if (v.p[0] == 'n' && !(always & 2))
+        if (v.p[0] == 'n' && !(always & 4))
             return 0;
         buf_init(&sub);
         rc = dec_message(x, f->descriptor, v, &sub, depth + 1);
@@ -500,7 +503,7 @@ static int dec_repeated(struct dctx *x, const ProtobufCFieldDescriptor *f, struc
             if ((rc = dec_scalar(x, f, e, &val, &isnull)) < 0)
                 break;
             put_scalar(&pk, f->type, val);
-        } else if ((rc = dec_one(x, f, e, out, 3, depth)) < 0) {
+        } else if ((rc = dec_one(x, f, e, out, 7, depth)) < 0) {
             break;
         }
     }

@@ -141,6 +141,14 @@ static void txn_oneofs_and_zero_presence(void **state)
     assert_int_equal(w.data[0], 4 << 3);
     assert_int_equal(w.data[1], 0);
     buf_free(&w);
+    /* null oneof members: a scalar is present at zero, a message absent */
+    assert_string_equal(rt(D(compare), "{\"mod_revision\":null}"), "{\"mod_revision\":\"0\"}");
+    assert_string_equal(rt(D(compare), "{\"value\":null}"), "{\"value\":\"\"}");
+    assert_string_equal(rt(D(request_op), "{\"request_range\":null}"), "{}");
+    /* null elements of repeated fields are zero values */
+    assert_string_equal(rt(D(watch_create_request), "{\"filters\":[null,1]}"), "{\"filters\":[\"NOPUT\",\"NODELETE\"]}");
+    assert_string_equal(rt(D(member_add_request), "{\"peerURLs\":[null]}"), "{\"peerURLs\":[\"\"]}");
+    assert_string_equal(rt(D(txn_request), "{\"compare\":[null]}"), "{\"compare\":[{}]}");
     /* present empty messages */
     assert_string_equal(rt(D(request_op), "{\"request_range\":{}}"), "{\"request_range\":{}}");
     assert_string_equal(rt(D(txn_response), "{\"header\":{}}"), "{\"header\":{}}");
@@ -261,6 +269,18 @@ static void error_texts(void **state)
         { D(range_request), "\xc3\xa9", "invalid character '\xc3\x83' looking for beginning of value" },
         { D(range_request), "{\"a\":\"\x01\"}", "invalid character '\\x01' in string literal" },
         { D(range_request), "{\"a\":[1 2]}", "invalid character '2' after array element" },
+        { D(txn_request), "{\"success\":[{\"request_range\":{\"key\":\"YQ==\"}}],\"compare\":[{\"key\":\"YQ==\",\"version\":\"x\",\"result\":\"BAD\"}]}", "unknown value \"BAD\" for enum etcdserverpb.Compare_CompareResult" },
+        { D(txn_request), "{\"compare\":[{\"key\":\"YQ==\",\"version\":\"x\",\"range_end\":5}]}", "json: cannot unmarshal number into Go value of type []uint8" },
+        { D(range_request), "{\"key\":[300]}", "json: cannot unmarshal number 300 into Go value of type uint8" },
+        { D(range_request), "{\"key\":[\"a\"]}", "json: cannot unmarshal string into Go value of type uint8" },
+        { D(range_request), "5x", "json: cannot unmarshal number into Go value of type map[string]json.RawMessage" },
+        { D(range_request), "{\"sort_order\":\"DESC\\u0045ND\"}", "unknown value \"DESC\\\\u0045ND\" for enum etcdserverpb.RangeRequest_SortOrder" },
+        { D(range_request), "{\"sort_order\":\"\\\"x\"}", "unknown value \"\\\\\\\"x\" for enum etcdserverpb.RangeRequest_SortOrder" },
+        { D(range_request), "{\"limit\":\"\\u0031\"}", "invalid character '\\\\' looking for beginning of value" },
+        { D(range_request), "{\"limit\":\"\t5\"}", "invalid character '\\t' in string literal" },
+        { D(member_remove_request), "{\"ID\":\"-0\"}", "json: cannot unmarshal number -0 into Go value of type uint64" },
+        { D(range_request), "{\"revision\":1e400}", "json: cannot unmarshal number 1e400 into Go value of type int64" },
+        { D(range_request), "{\"limit\":-0,\"key\":[89,null,61,61],\"x\xff\":1}", "" },
         /* by Go's rules, not checked against etcd */
         { D(range_request), "{\"limit\":\"-\"}", "invalid character ' ' in numeric literal" },
         { D(range_request), "{\"header\":\"x\"}", "" }, /* RangeRequest has no header: ignored */

@@ -81,6 +81,12 @@ static void etcd_responses_round_trip(void **state)
         { D(status_response), "{\"header\":{\"cluster_id\":\"324952591200643719\",\"member_id\":\"3319814642761637952\",\"revision\":\"5\",\"raft_term\":\"2\"},\"version\":\"3.4.23\",\"dbSize\":\"20480\",\"leader\":\"3319814642761637952\",\"raftIndex\":\"10\",\"raftTerm\":\"2\",\"raftAppliedIndex\":\"10\",\"dbSizeInUse\":\"16384\"}" },
         { D(member_list_response), "{\"header\":{\"cluster_id\":\"324952591200643719\",\"member_id\":\"3319814642761637952\",\"raft_term\":\"2\"},\"members\":[{\"ID\":\"3319814642761637952\",\"name\":\"default\",\"peerURLs\":[\"http://127.0.0.1:23800\"],\"clientURLs\":[\"http://127.0.0.1:23790\"]}]}" },
         { D(auth_role_get_response), "{\"header\":{\"revision\":\"5\"},\"perm\":[{\"permType\":\"READWRITE\",\"key\":\"YQ==\",\"range_end\":\"Yg==\"},{\"key\":\"Yw==\"}]}" },
+        { D(watch_response), "{\"header\":{\"cluster_id\":\"324952591200643719\",\"member_id\":\"3319814642761637952\",\"revision\":\"5\",\"raft_term\":\"2\"},\"created\":true}" },
+        { D(watch_response), "{\"header\":{\"revision\":\"6\"},\"events\":[{\"kv\":{\"key\":\"dw==\",\"create_revision\":\"6\",\"mod_revision\":\"6\",\"version\":\"1\",\"value\":\"Mg==\"}}]}" },
+        { D(watch_response), "{\"header\":{\"revision\":\"7\"},\"events\":[{\"type\":\"DELETE\",\"kv\":{\"key\":\"dw==\",\"mod_revision\":\"7\"},\"prev_kv\":{\"key\":\"dw==\",\"create_revision\":\"6\",\"mod_revision\":\"6\",\"version\":\"1\",\"value\":\"Mg==\"}}]}" },
+        { D(lease_keep_alive_response), "{\"header\":{\"revision\":\"7\",\"raft_term\":\"2\"},\"ID\":\"7587\"}" },
+        { D(alarm_response), "{}" },
+        { D(hash_response), "{\"header\":{\"revision\":\"7\",\"raft_term\":\"2\"},\"hash\":2746719106}" },
         { D(auth_user_list_response), "{\"header\":{\"revision\":\"5\"},\"users\":[\"u\\u2028\xc3\xa9\\u0001\\t\"]}" },
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
@@ -391,6 +397,49 @@ static void hostile_inputs(void **state)
     buf_free(&j);
 }
 
+/* Random token soup from JSON-ish pieces: decode, encode what decodes and
+ * split, without crashes or leaks (run under ASan too). */
+static void random_token_soup(void **state)
+{
+    (void)state;
+    static const char *tok[] = {
+        "{", "}", "[", "]", ",", ":", "\"compare\"", "\"success\"", "\"request_txn\"",
+        "\"request_range\"", "\"key\"", "\"version\"", "\"result\"", "\"LESS\"", "\"YQ==\"",
+        "\"-7\"", "1", "-0", "1.5e3", "true", "null", "\"\\u00e9\"", "\"\xff\"", " ", "\"range_end\"",
+        "\"failure\"", "\"request_put\"", "\"lease\"", "\"target\"", "\"MOD\"", "\"\\ud800\"",
+    };
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    struct buf in, w, j;
+    buf_init(&in);
+    buf_init(&w);
+    buf_init(&j);
+    for (int iter = 0; iter < 20000; iter++) {
+        in.len = w.len = j.len = 0;
+        int n = 1 + iter % 40;
+        for (int k = 0; k < n; k++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            const char *t = tok[r % (sizeof tok / sizeof tok[0])];
+            buf_append(&in, t, strlen(t));
+        }
+        char err[128];
+        if (pbjson_decode(D(txn_request), in.data, in.len, &w, err, sizeof err) == 0)
+            assert_int_equal(pbjson_encode(D(txn_request), w.data, w.len, &j), 0);
+        else
+            assert_true(err[0] != 0);
+        struct json_split sp;
+        size_t end, pos = 0;
+        json_split_init(&sp);
+        while (pos < in.len && json_split_next(&sp, in.data + pos, in.len - pos, &end) == 1) {
+            assert_true(end > 0 && end <= in.len - pos);
+            pos += end;
+            json_split_init(&sp);
+        }
+    }
+    buf_free(&in);
+    buf_free(&w);
+    buf_free(&j);
+}
+
 /* Feeds @body one byte at a time; returns the values cut, joined by '|'. */
 static void split_bytewise(const char *body, const char *want, int want_rc)
 {
@@ -630,6 +679,7 @@ int main(void)
         cmocka_unit_test(error_texts),
         cmocka_unit_test(truncated_and_mutated_inputs),
         cmocka_unit_test(hostile_inputs),
+        cmocka_unit_test(random_token_soup),
         cmocka_unit_test(splitter),
         cmocka_unit_test(fields_declared_in_number_order),
     };

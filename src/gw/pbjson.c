@@ -571,11 +571,13 @@ static int dec_message(struct dctx *x, const ProtobufCMessageDescriptor *d,
 int pbjson_decode(const ProtobufCMessageDescriptor *d, const uint8_t *json,
                   size_t len, struct buf *wire, char *err, size_t errlen)
 {
-    struct dctx x = { err, errlen };
+    char scratch[1];
+    struct dctx x = { errlen ? err : scratch, errlen ? errlen : sizeof scratch };
     struct json_scan s;
     size_t start = 0, end = len, i;
-    if (errlen)
-        err[0] = 0;
+    err = x.err;
+    errlen = x.errlen;
+    err[0] = 0;
     while (start < len && is_space(json[start]))
         start++;
     if (start == len)

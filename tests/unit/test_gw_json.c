@@ -384,6 +384,11 @@ static void hostile_inputs(void **state)
         memcpy(p + i, "\"a\":1,", 6);
     memcpy(p + N - 7, "\"a\":1}", 6);
     assert_string_equal(derr_n(D(range_request), p, N - 1), "");
+    /* no room for the error text */
+    struct buf w0;
+    buf_init(&w0);
+    assert_int_equal(pbjson_decode(D(txn_request), (const uint8_t *)"{\"compare\":[{\"version\":\"x\"}]}", 31, &w0, NULL, 0), -1);
+    buf_free(&w0);
     /* NUL bytes and control bytes */
     assert_string_equal(derr_n(D(range_request), "\0", 1), "invalid character '\\x00' looking for beginning of value");
     assert_string_equal(derr_n(D(range_request), "{\"key\":\"\0\"}", 10), "invalid character '\\x00' in string literal");

@@ -464,6 +464,14 @@ void json_unquote(struct buf *out, const uint8_t *p, size_t n)
             put_utf8(out, (uint32_t)r);
             continue;
         }
+        if (c != '\\' && c < 0x80) { /* a run of plain ASCII */
+            size_t j = i + 1;
+            while (j < n && p[j] != '\\' && p[j] < 0x80)
+                j++;
+            buf_append(out, p + i, j - i);
+            i = j;
+            continue;
+        }
         uint32_t r;
         size_t k = json_utf8_decode(p + i, n - i, &r);
         if (k == 0) {
@@ -555,8 +563,13 @@ void json_b64_encode(struct buf *out, const uint8_t *p, size_t n)
 
 static int b64val(uint8_t c)
 {
-    const char *k = c ? strchr(b64, c) : NULL;
-    return k ? (int)(k - b64) : -1;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 static int skip_nl(const uint8_t *p, size_t n, size_t si)
@@ -622,12 +635,14 @@ static int quantum(const uint8_t *p, size_t n, size_t *si, uint8_t dst[3], size_
 int json_b64_decode(struct buf *out, const uint8_t *p, size_t n, size_t *bad)
 {
     size_t si = 0;
+    buf_reserve(out, n / 4 * 3 + 3);
     while (si < n) {
-        uint8_t dst[3];
-        int k = quantum(p, n, &si, dst, bad);
+        int k = quantum(p, n, &si, out->data + out->len, bad);
         if (k < 0)
             return -1;
-        buf_append(out, dst, (size_t)k);
+        out->len += (size_t)k;
+        if (out->cap - out->len < 3)
+            buf_reserve(out, 3);
     }
     return 0;
 }

@@ -417,21 +417,42 @@ static int camel_eq(const char *name, const uint8_t *k, size_t n)
     return j == n;
 }
 
-/* jsonpb's consumeField: the last value under the camel name, else the
- * last under the proto name. */
-static const struct member *find(const ProtobufCFieldDescriptor *f, const struct member *m,
-                                 size_t n, const uint8_t *keys)
+static size_t camel_len(const char *name)
 {
-    const struct member *orig = NULL;
-    size_t nl = strlen(f->name);
-    for (size_t i = n; i-- > 0;) {
-        const uint8_t *k = keys + m[i].key;
-        if (camel_eq(f->name, k, m[i].keylen))
-            return &m[i];
-        if (!orig && m[i].keylen == nl && memcmp(k, f->name, nl) == 0)
-            orig = &m[i];
+    size_t n = 0;
+    for (; *name; name++)
+        n += *name != '_';
+    return n;
+}
+
+/* jsonpb's consumeField for every field at once: hits[i] is the last member
+ * under field i's camel name, else the last under its proto name. */
+static void match_fields(const ProtobufCMessageDescriptor *d, const struct member *m,
+                         size_t n, const uint8_t *keys, const struct member **hits)
+{
+    unsigned nf = d->n_fields;
+    size_t *lens = cairn_malloc(2 * nf * sizeof *lens + 1);
+    uint8_t *camel = cairn_calloc(nf + 1, 1);
+    for (unsigned i = 0; i < nf; i++) {
+        lens[2 * i] = strlen(d->fields[i].name);
+        lens[2 * i + 1] = camel_len(d->fields[i].name);
+        hits[i] = NULL;
     }
-    return orig;
+    for (size_t j = 0; j < n; j++) {
+        const uint8_t *k = keys + m[j].key;
+        size_t kl = m[j].keylen;
+        for (unsigned i = 0; i < nf; i++) {
+            const char *name = d->fields[i].name;
+            if (kl == lens[2 * i + 1] && camel_eq(name, k, kl)) {
+                hits[i] = &m[j];
+                camel[i] = 1;
+            } else if (!camel[i] && kl == lens[2 * i] && memcmp(k, name, kl) == 0) {
+                hits[i] = &m[j];
+            }
+        }
+    }
+    cairn_free(camel);
+    cairn_free(lens);
 }
 
 static int packable(ProtobufCType t)
@@ -519,9 +540,11 @@ static int dec_fields(struct dctx *x, const ProtobufCMessageDescriptor *d,
 {
     char *oneof_err = NULL;
     int rc = 0;
+    const struct member **hits = cairn_malloc((d->n_fields + 1) * sizeof *hits);
+    match_fields(d, m, n, keys, hits);
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const struct member *fm = find(f, m, n, keys);
+        const struct member *fm = hits[i];
         if (!fm)
             continue;
         int oneof = (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0;
@@ -546,6 +569,7 @@ static int dec_fields(struct dctx *x, const ProtobufCMessageDescriptor *d,
         rc = -1;
     }
     cairn_free(oneof_err);
+    cairn_free(hits);
     return rc;
 }
 

@@ -36,6 +36,16 @@ static const char *rt(const ProtobufCMessageDescriptor *d, const char *json)
     if (rc != 0)
         fail_msg("decode %s: %s", json, err);
     assert_int_equal(pbjson_encode(d, w.data, w.len, &j), 0);
+    /* the wire bytes are canonical: protobuf-c packs them back the same */
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, w.len, w.data);
+    assert_non_null(m);
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *pk = test_malloc(n + 1);
+    assert_int_equal(protobuf_c_message_pack(m, pk), n);
+    assert_int_equal(n, w.len);
+    assert_memory_equal(pk, w.data, n);
+    test_free(pk);
+    protobuf_c_message_free_unpacked(m, NULL);
     snprintf(out, sizeof out, "%.*s", (int)j.len, (const char *)j.data);
     buf_free(&w);
     buf_free(&j);

@@ -29,6 +29,12 @@ void json_scan_init(struct json_scan *s)
     s->state = S_BEGIN_VALUE;
 }
 
+static int to(struct json_scan *s, int state)
+{
+    s->state = (uint8_t)state;
+    return JSON_SCAN_CONT;
+}
+
 static int fail(struct json_scan *s, uint8_t c, const char *ctx)
 {
     s->state = S_ERR;
@@ -74,10 +80,7 @@ static int pop(struct json_scan *s)
 static int literal(struct json_scan *s, uint8_t c, uint8_t want, int next,
                    const char *ctx)
 {
-    if (c != want)
-        return fail(s, c, ctx);
-    s->state = next;
-    return JSON_SCAN_CONT;
+    return c == want ? to(s, next) : fail(s, c, ctx);
 }
 
 int json_scan_step(struct json_scan *s, uint8_t c)
@@ -97,17 +100,15 @@ int json_scan_step(struct json_scan *s, uint8_t c)
             switch (c) {
             case '{': return push(s, c, 1);
             case '[': return push(s, c, 0);
-            case '"': s->state = S_STR; return JSON_SCAN_CONT;
-            case '-': s->state = S_NEG; return JSON_SCAN_CONT;
-            case '0': s->state = S_0; return JSON_SCAN_CONT;
-            case 't': s->state = S_T; return JSON_SCAN_CONT;
-            case 'f': s->state = S_F; return JSON_SCAN_CONT;
-            case 'n': s->state = S_N; return JSON_SCAN_CONT;
+            case '"': return to(s, S_STR);
+            case '-': return to(s, S_NEG);
+            case '0': return to(s, S_0);
+            case 't': return to(s, S_T);
+            case 'f': return to(s, S_F);
+            case 'n': return to(s, S_N);
             }
-            if (c >= '1' && c <= '9') {
-                s->state = S_1;
-                return JSON_SCAN_CONT;
-            }
+            if (c >= '1' && c <= '9')
+                return to(s, S_1);
             return fail(s, c, "looking for beginning of value");
         case S_BEGIN_STRING_OR_EMPTY:
             if (is_space(c))
@@ -119,10 +120,8 @@ int json_scan_step(struct json_scan *s, uint8_t c)
         case S_BEGIN_STRING:
             if (is_space(c))
                 return JSON_SCAN_CONT;
-            if (c == '"') {
-                s->state = S_STR;
-                return JSON_SCAN_CONT;
-            }
+            if (c == '"')
+                return to(s, S_STR);
             return fail(s, c, "looking for beginning of object key string");
         case S_END_VALUE:
             if (s->depth == 0) {
@@ -149,10 +148,8 @@ int json_scan_step(struct json_scan *s, uint8_t c)
                     return pop(s);
                 return fail(s, c, "after object key:value pair");
             }
-            if (c == ',') {
-                s->state = S_BEGIN_VALUE;
-                return JSON_SCAN_CONT;
-            }
+            if (c == ',')
+                return to(s, S_BEGIN_VALUE);
             if (c == ']')
                 return pop(s);
             return fail(s, c, "after array element");
@@ -161,41 +158,28 @@ int json_scan_step(struct json_scan *s, uint8_t c)
                 fail(s, c, "after top-level value");
             return JSON_SCAN_END;
         case S_STR:
-            if (c == '"') {
-                s->state = S_END_VALUE;
-                return JSON_SCAN_CONT;
-            }
-            if (c == '\\') {
-                s->state = S_STR_ESC;
-                return JSON_SCAN_CONT;
-            }
+            if (c == '"')
+                return to(s, S_END_VALUE);
+            if (c == '\\')
+                return to(s, S_STR_ESC);
             if (c < 0x20)
                 return fail(s, c, "in string literal");
             return JSON_SCAN_CONT;
         case S_STR_ESC:
-            if (strchr("bfnrt\\/\"", c) && c) {
-                s->state = S_STR;
-                return JSON_SCAN_CONT;
-            }
-            if (c == 'u') {
-                s->state = S_U;
-                return JSON_SCAN_CONT;
-            }
+            if (strchr("bfnrt\\/\"", c) && c)
+                return to(s, S_STR);
+            if (c == 'u')
+                return to(s, S_U);
             return fail(s, c, "in string escape code");
         case S_U: case S_U1: case S_U12: case S_U123:
             if (!is_hex(c))
                 return fail(s, c, "in \\u hexadecimal character escape");
-            s->state = s->state == S_U123 ? S_STR : s->state + 1;
-            return JSON_SCAN_CONT;
+            return to(s, s->state == S_U123 ? S_STR : s->state + 1);
         case S_NEG:
-            if (c == '0') {
-                s->state = S_0;
-                return JSON_SCAN_CONT;
-            }
-            if (c >= '1' && c <= '9') {
-                s->state = S_1;
-                return JSON_SCAN_CONT;
-            }
+            if (c == '0')
+                return to(s, S_0);
+            if (c >= '1' && c <= '9')
+                return to(s, S_1);
             return fail(s, c, "in numeric literal");
         case S_1:
             if (c >= '0' && c <= '9')
@@ -203,43 +187,31 @@ int json_scan_step(struct json_scan *s, uint8_t c)
             s->state = S_0;
             continue;
         case S_0:
-            if (c == '.') {
-                s->state = S_DOT;
-                return JSON_SCAN_CONT;
-            }
-            if (c == 'e' || c == 'E') {
-                s->state = S_E;
-                return JSON_SCAN_CONT;
-            }
+            if (c == '.')
+                return to(s, S_DOT);
+            if (c == 'e' || c == 'E')
+                return to(s, S_E);
             s->state = S_END_VALUE;
             continue;
         case S_DOT:
-            if (c >= '0' && c <= '9') {
-                s->state = S_DOT0;
-                return JSON_SCAN_CONT;
-            }
+            if (c >= '0' && c <= '9')
+                return to(s, S_DOT0);
             return fail(s, c, "after decimal point in numeric literal");
         case S_DOT0:
             if (c >= '0' && c <= '9')
                 return JSON_SCAN_CONT;
-            if (c == 'e' || c == 'E') {
-                s->state = S_E;
-                return JSON_SCAN_CONT;
-            }
+            if (c == 'e' || c == 'E')
+                return to(s, S_E);
             s->state = S_END_VALUE;
             continue;
         case S_E:
-            if (c == '+' || c == '-') {
-                s->state = S_ESIGN;
-                return JSON_SCAN_CONT;
-            }
+            if (c == '+' || c == '-')
+                return to(s, S_ESIGN);
             s->state = S_ESIGN;
             continue;
         case S_ESIGN:
-            if (c >= '0' && c <= '9') {
-                s->state = S_E0;
-                return JSON_SCAN_CONT;
-            }
+            if (c >= '0' && c <= '9')
+                return to(s, S_E0);
             return fail(s, c, "in exponent of numeric literal");
         case S_E0:
             if (c >= '0' && c <= '9')
@@ -492,6 +464,14 @@ void json_unquote(struct buf *out, const uint8_t *p, size_t n)
             put_utf8(out, (uint32_t)r);
             continue;
         }
+        if (c != '\\' && c < 0x80) { /* a run of plain ASCII */
+            size_t j = i + 1;
+            while (j < n && p[j] != '\\' && p[j] < 0x80)
+                j++;
+            buf_append(out, p + i, j - i);
+            i = j;
+            continue;
+        }
         uint32_t r;
         size_t k = json_utf8_decode(p + i, n - i, &r);
         if (k == 0) {
@@ -583,8 +563,13 @@ void json_b64_encode(struct buf *out, const uint8_t *p, size_t n)
 
 static int b64val(uint8_t c)
 {
-    const char *k = c ? strchr(b64, c) : NULL;
-    return k ? (int)(k - b64) : -1;
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
 static int skip_nl(const uint8_t *p, size_t n, size_t si)
@@ -650,12 +635,14 @@ static int quantum(const uint8_t *p, size_t n, size_t *si, uint8_t dst[3], size_
 int json_b64_decode(struct buf *out, const uint8_t *p, size_t n, size_t *bad)
 {
     size_t si = 0;
+    buf_reserve(out, n / 4 * 3 + 3);
     while (si < n) {
-        uint8_t dst[3];
-        int k = quantum(p, n, &si, dst, bad);
+        int k = quantum(p, n, &si, out->data + out->len, bad);
         if (k < 0)
             return -1;
-        buf_append(out, dst, (size_t)k);
+        out->len += (size_t)k;
+        if (out->cap - out->len < 3)
+            buf_reserve(out, 3);
     }
     return 0;
 }

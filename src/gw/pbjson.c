@@ -417,21 +417,42 @@ static int camel_eq(const char *name, const uint8_t *k, size_t n)
     return j == n;
 }
 
-/* jsonpb's consumeField: the last value under the camel name, else the
- * last under the proto name. */
-static const struct member *find(const ProtobufCFieldDescriptor *f, const struct member *m,
-                                 size_t n, const uint8_t *keys)
+static size_t camel_len(const char *name)
 {
-    const struct member *orig = NULL;
-    size_t nl = strlen(f->name);
-    for (size_t i = n; i-- > 0;) {
-        const uint8_t *k = keys + m[i].key;
-        if (camel_eq(f->name, k, m[i].keylen))
-            return &m[i];
-        if (!orig && m[i].keylen == nl && memcmp(k, f->name, nl) == 0)
-            orig = &m[i];
+    size_t n = 0;
+    for (; *name; name++)
+        n += *name != '_';
+    return n;
+}
+
+/* jsonpb's consumeField for every field at once: hits[i] is the last member
+ * under field i's camel name, else the last under its proto name. */
+static void match_fields(const ProtobufCMessageDescriptor *d, const struct member *m,
+                         size_t n, const uint8_t *keys, const struct member **hits)
+{
+    unsigned nf = d->n_fields;
+    size_t *lens = cairn_malloc(2 * nf * sizeof *lens + 1);
+    uint8_t *camel = cairn_calloc(nf + 1, 1);
+    for (unsigned i = 0; i < nf; i++) {
+        lens[2 * i] = strlen(d->fields[i].name);
+        lens[2 * i + 1] = camel_len(d->fields[i].name);
+        hits[i] = NULL;
     }
-    return orig;
+    for (size_t j = 0; j < n; j++) {
+        const uint8_t *k = keys + m[j].key;
+        size_t kl = m[j].keylen;
+        for (unsigned i = 0; i < nf; i++) {
+            const char *name = d->fields[i].name;
+            if (kl == lens[2 * i + 1] && camel_eq(name, k, kl)) {
+                hits[i] = &m[j];
+                camel[i] = 1;
+            } else if (!camel[i] && kl == lens[2 * i] && memcmp(k, name, kl) == 0) {
+                hits[i] = &m[j];
+            }
+        }
+    }
+    cairn_free(camel);
+    cairn_free(lens);
 }
 
 static int packable(ProtobufCType t)
@@ -440,7 +461,10 @@ static int packable(ProtobufCType t)
            t != PROTOBUF_C_TYPE_MESSAGE;
 }
 
-/* One value of field @f (one element if repeated); @always: emit zeros. */
+/* One value of field @f (one element if repeated). @always: 1 emits zero
+ * values, 2 also a null scalar as zero, 4 a null message as an empty one. A
+ * oneof member is present even at zero or null (jsonpb sets the wrapper),
+ * but a null message member leaves a nil pointer that Go does not marshal. */
 static int dec_one(struct dctx *x, const ProtobufCFieldDescriptor *f, struct span v,
                    struct buf *out, int always, int depth)
 {
@@ -448,7 +472,7 @@ static int dec_one(struct dctx *x, const ProtobufCFieldDescriptor *f, struct spa
     int isnull, rc;
     uint64_t val;
     if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-        if (v.p[0] == 'n' && !(always & 2))
+        if (v.p[0] == 'n' && !(always & 4))
             return 0;
         buf_init(&sub);
         rc = dec_message(x, f->descriptor, v, &sub, depth + 1);
@@ -500,7 +524,7 @@ static int dec_repeated(struct dctx *x, const ProtobufCFieldDescriptor *f, struc
             if ((rc = dec_scalar(x, f, e, &val, &isnull)) < 0)
                 break;
             put_scalar(&pk, f->type, val);
-        } else if ((rc = dec_one(x, f, e, out, 3, depth)) < 0) {
+        } else if ((rc = dec_one(x, f, e, out, 7, depth)) < 0) {
             break;
         }
     }
@@ -516,9 +540,11 @@ static int dec_fields(struct dctx *x, const ProtobufCMessageDescriptor *d,
 {
     char *oneof_err = NULL;
     int rc = 0;
+    const struct member **hits = cairn_malloc((d->n_fields + 1) * sizeof *hits);
+    match_fields(d, m, n, keys, hits);
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        const struct member *fm = find(f, m, n, keys);
+        const struct member *fm = hits[i];
         if (!fm)
             continue;
         int oneof = (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0;
@@ -543,6 +569,7 @@ static int dec_fields(struct dctx *x, const ProtobufCMessageDescriptor *d,
         rc = -1;
     }
     cairn_free(oneof_err);
+    cairn_free(hits);
     return rc;
 }
 
@@ -568,11 +595,13 @@ static int dec_message(struct dctx *x, const ProtobufCMessageDescriptor *d,
 int pbjson_decode(const ProtobufCMessageDescriptor *d, const uint8_t *json,
                   size_t len, struct buf *wire, char *err, size_t errlen)
 {
-    struct dctx x = { err, errlen };
+    char scratch[1];
+    struct dctx x = { errlen ? err : scratch, errlen ? errlen : sizeof scratch };
     struct json_scan s;
     size_t start = 0, end = len, i;
-    if (errlen)
-        err[0] = 0;
+    err = x.err;
+    errlen = x.errlen;
+    err[0] = 0;
     while (start < len && is_space(json[start]))
         start++;
     if (start == len)

@@ -853,3 +853,37 @@ def test_slow_watch_reader_gets_every_event(pair):
                                               "value": b64("x")}, conn=c)
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("data,status", [
+    (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n", 431),
+    (b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
+    (b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     b"\r\nzz\r\n{}\r\n0\r\n\r\n", 400),
+    (b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"POST /v3/kv/range HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", 400),
+    (b"GET /version HTTP/2.0\r\n\r\n", 505),
+    (b"GET /version\r\n\r\n", 400),
+    (b"GET /version HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+], ids=["head-too-large", "length-and-chunked", "bad-chunk", "gzip",
+        "bad-length", "http2-line", "no-version", "bad-header-name"])
+def test_http1_framing_errors(pair, data, status):
+    """cairn refuses what it cannot frame with Go's plain texts and closes
+    the connection (etcd 3.4 lets chunked win over Content-Length)."""
+    out = raw_exchange(pair.cairn, data, wait=3)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:200]
+    assert b"Connection: close\r\n" in out
+
+
+def test_http10_and_connection_close(pair):
+    for srv in (pair.etcd, pair.cairn):
+        out = raw_exchange(srv, b"GET /version HTTP/1.0\r\n\r\n", wait=3)
+        assert out.startswith(b"HTTP/1.0 200 OK\r\n"), out
+        out = raw_exchange(srv, b"POST /v3/kv/range HTTP/1.0\r\n"
+                                b"Content-Length: 2\r\n\r\n{}", wait=3)
+        assert out.startswith(b"HTTP/1.0 400 "), out
+        out = raw_exchange(srv, b"POST /v3/lease/keepalive HTTP/1.0\r\n"
+                                b"Content-Length: 9\r\n\r\n{\"ID\":1}\n", wait=3)
+        assert out.startswith(b"HTTP/1.0 200 "), out
+        assert out.rstrip(b"\n").endswith(b'"ID":"1"}}'), out

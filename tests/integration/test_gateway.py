@@ -887,3 +887,42 @@ def test_http10_and_connection_close(pair):
                                 b"Content-Length: 9\r\n\r\n{\"ID\":1}\n", wait=3)
         assert out.startswith(b"HTTP/1.0 200 "), out
         assert out.rstrip(b"\n").endswith(b'"ID":"1"}}'), out
+
+
+# --------------------------------------------------------------------------
+# Grpc-Metadata-Hasleader on a member that loses its leader
+# --------------------------------------------------------------------------
+
+def _hasleader_run(binary):
+    from cluster_it import Cluster
+    out = []
+    with Cluster(binary, 3) as cl:
+        cl.start()
+        ld = cl.wait_leader()
+        alone = cl.followers(ld)[0]
+        w = Stream(alone, "/v3/watch", b"Grpc-Metadata-Hasleader: true\r\n")
+        try:
+            w.send({"create_request": {"key": b64("hl")}})
+            w.end_body()
+            out.append(normalise(w.line(timeout=10)))
+            for m in cl.live():
+                if m is not alone:
+                    m.kill9()
+            tail = w.rest(timeout=30)
+            out.append(tail)
+        finally:
+            w.close()
+        r = request(alone, "/v3/kv/range", {"key": b64("hl")},
+                    {"Grpc-Metadata-Hasleader": "true"})
+        out.append((r.status, r.body))
+        r = request(alone, "/v3/kv/range", {"key": b64("hl"), "serializable": True})
+        out.append((r.status, normalise(r.body)))
+    return out
+
+
+def test_hasleader_streams_end_without_leader():
+    e = _hasleader_run(ETCD_BIN)
+    c = _hasleader_run(binary_under_test())
+    print(e)
+    assert c == e
+    assert b"etcdserver: no leader" in e[1]

@@ -86,6 +86,8 @@ static void fill_header(struct apply *a, Etcdserverpb__ResponseHeader *h)
 
 static void set_resp(struct apply_cmd *cmd, const ProtobufCMessage *m)
 {
+    if (cmd->no_resp)
+        return;
     cmd->resp_len = protobuf_c_message_get_packed_size(m);
     cmd->resp = cairn_malloc(cmd->resp_len + 1);
     protobuf_c_message_pack(m, cmd->resp);

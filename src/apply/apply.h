@@ -68,6 +68,8 @@ struct apply_cmd {
     uint64_t index;      /* raft log index; 0: not from the log */
     int proposed;        /* proposed on this member (etcd_server_proposals_*
                             count it from repl_submit to done()) */
+    int no_resp;         /* nobody answers from it (another member proposed
+                            it): the response is not packed */
     /* results, valid in done() */
     int rc;              /* 0 or a cairn error */
     uint8_t *resp;       /* packed response (malloc'd; owned by the command) */

@@ -17,6 +17,11 @@
 
 static struct grpc_call *deadlines; /* dispatched calls with a deadline */
 static uv_timer_t deadline_timer;
+/* Released transport calls wait here until the loop is out of the
+ * callbacks that may still hold them (a handler that called grpc_finish, a
+ * transport inside kick). */
+static struct grpc_call *reaped;
+static uv_idle_t reap_idle;
 
 static void dl_remove(struct grpc_call *c)
 {
@@ -68,6 +73,7 @@ void net__deadlines_init(uv_loop_t *loop)
     uv_timer_init(loop, &deadline_timer);
     uv_timer_start(&deadline_timer, on_deadline_tick, 50, 50);
     uv_unref((uv_handle_t *)&deadline_timer);
+    uv_idle_init(loop, &reap_idle);
 }
 
 static void call_free(struct grpc_call *c)
@@ -175,6 +181,10 @@ static int send_data(nghttp2_session *s, nghttp2_frame *f,
 
 static void kick(struct grpc_call *c)
 {
+    if (c->tp != NULL) {
+        c->tp->kick(c);
+        return;
+    }
     if (c->deferred) {
         c->deferred = 0;
         nghttp2_session_resume_data(c->conn->h2, c->stream_id);
@@ -187,6 +197,10 @@ static void kick(struct grpc_call *c)
 
 static void send_headers(struct grpc_call *c)
 {
+    if (c->tp != NULL) { /* the transport writes its own head */
+        c->headers_sent = 1;
+        return;
+    }
     nghttp2_nv hdrs[] = {NV(":status", "200"),
                          NV("content-type", "application/grpc")};
     nghttp2_data_provider dp;
@@ -292,6 +306,11 @@ void grpc_finish(struct grpc_call *c, int code, const char *msg)
     cancel_call(c); /* the owner releases its state exactly once */
     dl_remove(c);
     c->status = code;
+    if (c->tp != NULL) {
+        c->message = msg && *msg ? cairn_strdup(msg) : NULL;
+        c->tp->finished(c);
+        return;
+    }
     c->message = msg && *msg ? pct_encode(msg) : NULL;
     if (!c->headers_sent) {
         /* Trailers-only response. */
@@ -405,14 +424,16 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f,
         } else {
             strcpy(c->api_version, "other");
         }
-    } else if (IS("token")) {
-        /* etcd's auth token (rpctypes.TokenFieldNameGRPC); the first wins,
-         * as etcd reads md["token"][0] */
-        if (c->token == NULL) {
+    } else if (IS("token") || IS("authorization")) {
+        /* etcd's auth token: md["token"][0], else md["authorization"][0]
+         * (rpctypes.TokenFieldNameSwagger, what its gateway forwards) */
+        int is_token = name[0] == 't';
+        if (c->token == NULL || (is_token && c->token_from_authz)) {
             c->token = arena_alloc(&c->arena, vlen + 1);
             memcpy(c->token, value, vlen);
             c->token[vlen] = 0;
             c->token_len = vlen;
+            c->token_from_authz = !is_token;
         }
     } else if (IS("hasleader")) {
         c->has_leader_md = vlen == 4 && memcmp(value, "true", 4) == 0;
@@ -636,5 +657,113 @@ int net__h2_recv(struct conn *conn, const uint8_t *p, size_t n)
 
 const char *grpc_call_peer_cn(const struct grpc_call *c)
 {
+    if (c->tp != NULL)
+        return c->tp_peer_cn;
     return c->conn != NULL ? c->conn->peer_cn : NULL;
+}
+
+/* ---- calls on other transports ---- */
+
+struct grpc_call *grpc_call_new(const char *path, const struct call_transport *tp,
+                                void *tp_ud)
+{
+    struct grpc_call *c = cairn_calloc(1, sizeof *c);
+    snprintf(c->path, sizeof c->path, "%s", path);
+    c->tp = tp;
+    c->tp_ud = tp_ud;
+    arena_init(&c->arena);
+    buf_init(&c->in);
+    buf_init(&c->out);
+    return c;
+}
+
+void grpc_call_set_token(struct grpc_call *c, const char *tok, size_t len)
+{
+    c->token = arena_alloc(&c->arena, len + 1);
+    memcpy(c->token, tok, len);
+    c->token[len] = 0;
+    c->token_len = len;
+}
+
+void grpc_call_set_peer_cn(struct grpc_call *c, const char *cn)
+{
+    char *p = NULL;
+    if (cn != NULL) {
+        size_t n = strlen(cn);
+        p = arena_alloc(&c->arena, n + 1);
+        memcpy(p, cn, n + 1);
+    }
+    c->tp_peer_cn = p;
+}
+
+void grpc_call_start(struct grpc_call *c, const uint8_t *msg, size_t len,
+                     int count_metrics)
+{
+    c->dispatched = 1;
+    if (c->deadline_ms)
+        dl_add(c);
+    if (count_metrics) {
+        c->metrics_method = metrics_grpc_started(c->path, c->api_version);
+        metrics_grpc_msg_received(c->metrics_method, len);
+    }
+    rpc_dispatch(c, msg, len);
+}
+
+void grpc_call_msg(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+    if (c->finished || c->closed || c->on_msg == NULL)
+        return;
+    metrics_grpc_msg_received(c->metrics_method, len);
+    c->on_msg(c, msg, len);
+}
+
+void grpc_call_half_close(struct grpc_call *c)
+{
+    if (c->finished || c->closed || c->remote_closed)
+        return;
+    c->remote_closed = 1;
+    if (c->on_half_close)
+        c->on_half_close(c);
+}
+
+static void on_reap(uv_idle_t *h)
+{
+    uv_idle_stop(h);
+    while (reaped != NULL) {
+        struct grpc_call *c = reaped;
+        reaped = c->next;
+        call_free(c);
+    }
+}
+
+/* Both ends: before the handler finished (the consumer went away; a
+ * gateway client that disconnects counts as Canceled, as grpc-go's) or
+ * after. */
+static void end_tp_call(struct grpc_call *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    cancel_call(c);
+    dl_remove(c);
+    c->next = reaped;
+    reaped = c;
+    uv_idle_start(&reap_idle, on_reap);
+}
+
+void grpc_call_abort(struct grpc_call *c)
+{
+    end_tp_call(c);
+}
+
+void grpc_call_release(struct grpc_call *c)
+{
+    end_tp_call(c);
+}
+
+size_t grpc_call_unsent(const struct grpc_call *c)
+{
+    if (c->tp != NULL && c->tp->unsent != NULL)
+        return c->tp->unsent(c);
+    return c->out.len - c->out_off;
 }

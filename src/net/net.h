@@ -30,6 +30,24 @@ typedef void (*grpc_msg_fn)(struct grpc_call *c, const uint8_t *msg,
  * grpc_finish() ran. The handler releases what it keeps in c->ud. */
 typedef void (*grpc_cancel_fn)(struct grpc_call *c);
 
+/* How a call's answer leaves. NULL in struct grpc_call is gRPC over HTTP/2
+ * (h2.c); other transports carry calls that have no HTTP/2 stream: the JSON
+ * gateway (gw/) and internal calls (rpc/icall.c, etcd's in-process
+ * v3client). Handlers cannot tell the difference: they write framed
+ * messages (5-byte prefix + protobuf) into c->out and finish as always. */
+struct call_transport {
+    /* New bytes in c->out. Called from inside grpc_send*(): the consumer
+     * must not end or free the call here (defer that to the loop). */
+    void (*kick)(struct grpc_call *c);
+    /* grpc_finish() ran: c->status and c->message (raw text, NULL if none)
+     * are set. Same rule: the call must not be freed here; the consumer
+     * calls grpc_call_release() later. */
+    void (*finished)(struct grpc_call *c);
+    /* Bytes the consumer has not taken yet (producers pause above a high
+     * water mark: watch, range streams, snapshots). */
+    size_t (*unsent)(const struct grpc_call *c);
+};
+
 struct grpc_call {
     struct conn *conn;
     int32_t stream_id;
@@ -44,8 +62,12 @@ struct grpc_call {
     char *token;           /* "token" metadata (etcd's auth token), in the
                               arena; NULL when not sent */
     size_t token_len;
+    int token_from_authz;  /* token came from "authorization" metadata */
     int64_t auth_rev;      /* set by the rpc auth check for the write path
                               (apply_cmd.auth_rev) */
+    const struct call_transport *tp; /* NULL: HTTP/2 */
+    void *tp_ud;           /* the transport's state */
+    const char *tp_peer_cn; /* CN-as-user of a transport call (arena) */
     struct arena arena;    /* freed with the call */
 
     /* set by the handler */
@@ -86,6 +108,28 @@ void grpc_finish_err(struct grpc_call *c, int rc);
 /* The Common Name of the client certificate the call's connection
  * presented and TLS verified (etcd's CN-as-user); NULL without one. */
 const char *grpc_call_peer_cn(const struct grpc_call *c);
+
+/* Calls on another transport (see struct call_transport). The owner creates
+ * the call, sets metadata (token, deadline_ms, has_leader_md), starts it
+ * with the first message, feeds further messages of a stream, and ends its
+ * part with grpc_call_abort() (gone before the end: the handler's cancel
+ * hook runs) or grpc_call_release() (after tp->finished). Both free the
+ * call once the loop is out of every callback that may still hold it. */
+struct grpc_call *grpc_call_new(const char *path, const struct call_transport *tp,
+                                void *tp_ud);
+void grpc_call_set_token(struct grpc_call *c, const char *tok, size_t len);
+void grpc_call_set_peer_cn(struct grpc_call *c, const char *cn);
+/* Dispatches the first message as h2 does (deadline armed; gRPC metrics
+ * counted when @count_metrics: gateway calls are gRPC calls to etcd,
+ * internal ones are not). */
+void grpc_call_start(struct grpc_call *c, const uint8_t *msg, size_t len,
+                     int count_metrics);
+void grpc_call_msg(struct grpc_call *c, const uint8_t *msg, size_t len);
+void grpc_call_half_close(struct grpc_call *c);
+void grpc_call_abort(struct grpc_call *c);
+void grpc_call_release(struct grpc_call *c);
+/* Bytes of the answer not yet taken by the transport. */
+size_t grpc_call_unsent(const struct grpc_call *c);
 /* Monotonic milliseconds. */
 int64_t net_now_ms(void);
 

@@ -131,6 +131,7 @@ static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf,
         cmd->req = req;
         cmd->req_len = len;
         cmd->done = remote_done;
+        cmd->no_resp = 1;
     }
     cmd->index = index;
     apply_submit(f->apply, cmd);

@@ -194,33 +194,18 @@ struct grpc_call *rpc_wait_take(struct rpc_wait *w)
 /* A linearizable read first waits for the read index (src/repl): the
  * leader confirmed it leads and this member applied everything committed
  * before the read arrived. */
-struct lin {
-    struct grpc_call *c; /* NULL once the call has gone */
-    void (*cont)(struct grpc_call *c, void *r);
-    void *r;
-};
-
-static void lin_cancel(struct grpc_call *c)
-{
-    struct lin *l = c->ud;
-    if (l != NULL)
-        l->c = NULL;
-    c->ud = NULL;
-}
-
 static void lin_done(void *ud, int rc)
 {
-    struct lin *l = ud;
-    struct grpc_call *c = l->c;
-    if (c != NULL) {
-        c->ud = NULL;
-        c->on_cancel = NULL;
-        if (rc != 0)
-            grpc_finish_err(c, rc);
-        else
-            l->cont(c, l->r);
-    }
-    cairn_free(l);
+    struct rpc_wait *w = ud;
+    void (*cont)(struct grpc_call *c, void *r) = w->cont;
+    void *r = w->r;
+    struct grpc_call *c = rpc_wait_take(w);
+    if (c == NULL)
+        return; /* the call has gone */
+    if (rc != 0)
+        grpc_finish_err(c, rc);
+    else
+        cont(c, r);
 }
 
 void rpc_linearize(struct grpc_call *c, void (*cont)(struct grpc_call *c, void *r),
@@ -230,13 +215,10 @@ void rpc_linearize(struct grpc_call *c, void (*cont)(struct grpc_call *c, void *
         grpc_finish_err(c, CAIRN_ENOTLEARNERRPC);
         return;
     }
-    struct lin *l = cairn_calloc(1, sizeof *l);
-    l->c = c;
-    l->cont = cont;
-    l->r = r;
-    c->ud = l;
-    c->on_cancel = lin_cancel;
-    repl_read_index(lin_done, l);
+    struct rpc_wait *w = rpc_wait_new(c);
+    w->cont = cont;
+    w->r = r;
+    repl_read_index(lin_done, w);
 }
 
 static void range_on_loop(struct grpc_call *c, const Etcdserverpb__RangeRequest *r);

@@ -235,7 +235,7 @@ static int produce(struct range_stream *rs)
 
 static size_t unsent(const struct grpc_call *c)
 {
-    return c->out.len - c->out_off;
+    return grpc_call_unsent(c);
 }
 
 static void on_tick(uv_timer_t *h)

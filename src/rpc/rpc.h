@@ -69,6 +69,7 @@ void rpc_write_done(struct apply_cmd *cmd);
 struct rpc_wait {
     struct grpc_call *c;
     void *r;             /* the request, in the call's arena */
+    void (*cont)(struct grpc_call *c, void *r); /* rpc_linearize's */
 };
 struct rpc_wait *rpc_wait_new(struct grpc_call *c);
 struct grpc_call *rpc_wait_take(struct rpc_wait *w);

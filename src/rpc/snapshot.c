@@ -175,7 +175,7 @@ static void on_wait(uv_timer_t *h)
 
 static size_t unsent(const struct grpc_call *c)
 {
-    return c->out.len - c->out_off;
+    return grpc_call_unsent(c);
 }
 
 /* Sends what the stream has room for: the next slice, or the digest. */

@@ -17,6 +17,7 @@
 #include "net/net.h"
 #include "net/tls.h"
 #include "repl/repl.h"
+#include "rpc/icall.h"
 #include "rpc/rpc.h"
 #include "server/compactor.h"
 #include "server/encryption.h"
@@ -407,6 +408,7 @@ int main(int argc, char **argv)
     if (wo.progress_interval_ms < 100)
         wo.progress_interval_ms = 100;
     watch_init(server.loop, server.mvcc, rpc_current_rev(), &wo);
+    icall_init(server.loop);
     apply_on_commit(server.apply, watch_notify);
     apply_on_effects(server.apply, rpc_apply_effects);
     /* etcd: minTTL = ceil(((3 * electionTicks) / 2) * heartbeat). */

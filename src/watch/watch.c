@@ -221,7 +221,7 @@ static int passes_filters(const struct watcher *w, const struct ev *e)
 static size_t pending_out(const struct watch_stream *ws)
 {
     const struct grpc_call *c = ws->call;
-    return c->out.len - c->out_off;
+    return grpc_call_unsent(c);
 }
 
 /* ---- watcher lifecycle ---- */

@@ -305,6 +305,31 @@ def test_auth_disable_and_status(pair):
     assert res[e] == res[c]
 
 
+def test_authorization_metadata_is_a_token(pair):
+    """etcd reads md["token"], else md["authorization"] (what its gateway
+    forwards); "token" wins when both are sent."""
+    e, c = pair
+    res = {}
+    for s in (e, c):
+        setup_auth(s)
+        kv = stubs(s)["kv"]
+        ro, bad = authenticate(s, RO), "not-a-token"
+        r = []
+        for m in ((("authorization", ro),),
+                  (("authorization", bad),),
+                  (("token", ro), ("authorization", bad)),
+                  (("authorization", bad), ("token", ro)),
+                  (("token", bad), ("authorization", ro))):
+            try:
+                kv.Range(pb.RangeRequest(key=b"/ro/a"), timeout=TIMEOUT, metadata=m)
+                r.append("ok")
+            except grpc.RpcError as ex:
+                r.append((ex.code(), ex.details()))
+        res[s] = r
+    assert res[e] == res[c]
+    assert res[c][0] == "ok" and res[c][2] == "ok" and res[c][3] == "ok"
+
+
 def raw_auth_status(s, token):
     fn = s.channel().unary_unary("/etcdserverpb.Auth/AuthStatus",
                                  request_serializer=lambda x: x,

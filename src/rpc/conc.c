@@ -137,9 +137,7 @@ static void cleanup_done(void *ud, int status, const char *message,
 
 void conc_cleanup(rpc_handler h, const ProtobufCMessage *req)
 {
-    /* at shutdown etcd's client context is gone too */
-    if (!srv->stopping)
-        icall_unary(NULL, h, req, cleanup_done, NULL);
+    icall_unary(NULL, h, req, cleanup_done, NULL);
 }
 
 void conc_watch(struct conc_op *o, const Etcdserverpb__WatchCreateRequest *w,

@@ -65,8 +65,9 @@ void conc_op_keys(struct conc_op *o, ProtobufCBinaryData name, int64_t lease);
 void conc_unary(struct conc_op *o, rpc_handler h, const ProtobufCMessage *req,
                 icall_done_fn done);
 void conc_got(struct conc_op *o);
-/* Fire-and-forget with no token (etcd's client.Ctx() cleanups); nothing
- * happens while the server is stopping. */
+/* Fire-and-forget with no token (etcd's client.Ctx() cleanups). Also at a
+ * graceful stop, where etcd's cleanup races its client's context: cairn's
+ * runs (the write is applied before the store closes). */
 void conc_cleanup(rpc_handler h, const ProtobufCMessage *req);
 /* Starts a watch; its callback gets @o as ud. */
 void conc_watch(struct conc_op *o, const Etcdserverpb__WatchCreateRequest *w,

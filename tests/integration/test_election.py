@@ -289,3 +289,24 @@ def test_etcdctl_elect(srv):
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(timeout=10)
+
+
+def test_stop_with_campaign_and_observer(srv):
+    el = ElectionStub(srv.channel())
+    a, b = grant(srv, 60, 0x1), grant(srv, 60, 0x2)
+    el.Campaign(lpb.CampaignRequest(name=b"s", lease=a, value=b"a"), timeout=TIMEOUT)
+    f = ElectionStub(srv.new_channel()).Campaign.future(
+        lpb.CampaignRequest(name=b"s", lease=b, value=b"b"), timeout=60)
+    o = Observer(ElectionStub(srv.new_channel()), b"s")
+    o.wait(1)
+    o2 = Observer(ElectionStub(srv.new_channel()), b"nobody")
+    wait_for(lambda: get(srv, b"s/2"), "waiter key")
+    rc = srv.stop()
+    with pytest.raises(grpc.RpcError) as e:
+        f.result(timeout=TIMEOUT)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert o.wait_end()[0] == o2.wait_end()[0] == "UNAVAILABLE"
+    if srv.binary != ETCD_BIN:
+        assert rc == 0, srv.log_tail()
+    srv.start()
+    assert get(srv, b"s/1").value == b"a"

@@ -183,6 +183,23 @@ void conc_fail(struct conc_op *o, const char *msg)
         grpc_finish(c, GRPC_UNKNOWN, msg); /* on_cancel releases @o */
 }
 
+void *conc_answer(struct conc_op *o, const ProtobufCMessageDescriptor *d,
+                  int status, const char *message, const uint8_t *resp,
+                  size_t len)
+{
+    ProtobufCMessage *m;
+
+    conc_got(o);
+    if (status != 0) {
+        conc_fail(o, message);
+        return NULL;
+    }
+    m = protobuf_c_message_unpack(d, &o->c->arena.pb, len, resp);
+    if (m == NULL)
+        grpc_finish(o->c, GRPC_INTERNAL, "cairn: bad answer of an inner call");
+    return m;
+}
+
 void conc_hdr_copy(Etcdserverpb__ResponseHeader *dst,
                    const Etcdserverpb__ResponseHeader *h)
 {

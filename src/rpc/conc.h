@@ -91,6 +91,13 @@ void conc_cmp_create(Etcdserverpb__Compare *cmp, ProtobufCBinaryData key,
  * create revision <= @max_rev is left. */
 void conc_wait_deletes(struct conc_op *o, int64_t max_rev, conc_wait_fn done);
 
+/* The start of a unary @done: conc_got, then the inner answer unpacked
+ * as @d in the outer call's arena; NULL when the outer call has been ended
+ * instead (with the inner error, or INTERNAL for an answer that does not
+ * unpack). */
+void *conc_answer(struct conc_op *o, const ProtobufCMessageDescriptor *d,
+                  int status, const char *message, const uint8_t *resp,
+                  size_t len);
 /* Ends the outer call with an inner error the way etcd's EtcdError
  * conversion does: Unknown with the inner text. */
 void conc_fail(struct conc_op *o, const char *msg);

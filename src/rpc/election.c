@@ -64,13 +64,15 @@ static void resign_txn(struct conc_op *o, ProtobufCBinaryData key, int64_t rev,
     txn1(o, key, rev, &op, NULL, done);
 }
 
-static Etcdserverpb__TxnResponse *txn_resp(struct conc_op *o,
+/* conc_answer for a TxnResponse; its header is used */
+static Etcdserverpb__TxnResponse *txn_resp(struct conc_op *o, int status,
+                                           const char *message,
                                            const uint8_t *resp, size_t len)
 {
-    Etcdserverpb__TxnResponse *r =
-        etcdserverpb__txn_response__unpack(&o->c->arena.pb, len, resp);
-    if (r == NULL || r->header == NULL) {
-        grpc_finish(o->c, GRPC_INTERNAL, "cairn: bad Txn answer");
+    Etcdserverpb__TxnResponse *r = conc_answer(
+        o, &etcdserverpb__txn_response__descriptor, status, message, resp, len);
+    if (r != NULL && r->header == NULL) {
+        grpc_finish(o->c, GRPC_INTERNAL, "cairn: Txn answer without header");
         return NULL;
     }
     return r;
@@ -147,13 +149,13 @@ static void camp_proclaimed(void *ud, int status, const char *message,
     struct camp_op *k = ud;
     Etcdserverpb__TxnResponse *r;
 
-    conc_got(&k->op);
     if (status != 0) { /* e.Resign(ctx), then the error */
+        conc_got(&k->op);
         k->err = cairn_strdup(message != NULL ? message : "");
         resign_txn(&k->op, k->op.key, k->rev, camp_resigned);
         return;
     }
-    if ((r = txn_resp(&k->op, resp, len)) == NULL)
+    if ((r = txn_resp(&k->op, status, message, resp, len)) == NULL)
         return;
     if (!r->succeeded) {
         /* Proclaim cleared the leader key: the Resign that follows fails
@@ -170,12 +172,7 @@ static void camp_txn_done(void *ud, int status, const char *message,
     struct camp_op *k = ud;
     Etcdserverpb__TxnResponse *r;
 
-    conc_got(&k->op);
-    if (status != 0) {
-        conc_fail(&k->op, message);
-        return;
-    }
-    if ((r = txn_resp(&k->op, resp, len)) == NULL)
+    if ((r = txn_resp(&k->op, status, message, resp, len)) == NULL)
         return;
     conc_hdr_copy(&k->hdr, r->header);
     k->rev = r->header->revision;
@@ -257,12 +254,7 @@ static void lk_done(void *ud, int status, const char *message,
     struct grpc_call *c = p->op.c;
     Etcdserverpb__TxnResponse *r;
 
-    conc_got(&p->op);
-    if (status != 0) {
-        conc_fail(&p->op, message);
-        return;
-    }
-    if ((r = txn_resp(&p->op, resp, len)) == NULL)
+    if ((r = txn_resp(&p->op, status, message, resp, len)) == NULL)
         return;
     if (p->resign) {
         /* a failed compare is no error */
@@ -349,18 +341,12 @@ static void leader_done(void *ud, int status, const char *message,
     struct conc_op *o = ud;
     struct grpc_call *c = o->c;
     V3electionpb__LeaderResponse out = V3ELECTIONPB__LEADER_RESPONSE__INIT;
-    Etcdserverpb__RangeResponse *r;
+    Etcdserverpb__RangeResponse *r = conc_answer(
+        o, &etcdserverpb__range_response__descriptor, status, message, resp,
+        len);
 
-    conc_got(o);
-    if (status != 0) {
-        conc_fail(o, message);
+    if (r == NULL)
         return;
-    }
-    r = etcdserverpb__range_response__unpack(&c->arena.pb, len, resp);
-    if (r == NULL) {
-        grpc_finish(c, GRPC_INTERNAL, "cairn: bad Range answer");
-        return;
-    }
     if (r->n_kvs == 0) {
         conc_fail(o, ENOLEADER);
         return;

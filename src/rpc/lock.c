@@ -65,15 +65,13 @@ static void txn_done(void *ud, int status, const char *message,
 {
     struct lock_op *l = ud;
     struct grpc_call *c = l->op.c;
-    Etcdserverpb__TxnResponse *r;
+    Etcdserverpb__TxnResponse *r = conc_answer(
+        &l->op, &etcdserverpb__txn_response__descriptor, status, message, resp,
+        len);
 
-    conc_got(&l->op);
-    if (status != 0) {
-        conc_fail(&l->op, message);
+    if (r == NULL)
         return;
-    }
-    r = etcdserverpb__txn_response__unpack(&c->arena.pb, len, resp);
-    if (r == NULL || r->header == NULL || r->n_responses != 2 ||
+    if (r->header == NULL || r->n_responses != 2 ||
         r->responses[1]->response_case != RANGE ||
         (!r->succeeded && r->responses[0]->response_case != RANGE)) {
         grpc_finish(c, GRPC_INTERNAL, "cairn: bad Txn answer");
@@ -164,18 +162,12 @@ static void unlock_done(void *ud, int status, const char *message,
     struct conc_op *o = ud;
     struct grpc_call *c = o->c;
     V3lockpb__UnlockResponse out = V3LOCKPB__UNLOCK_RESPONSE__INIT;
-    Etcdserverpb__DeleteRangeResponse *r;
+    Etcdserverpb__DeleteRangeResponse *r = conc_answer(
+        o, &etcdserverpb__delete_range_response__descriptor, status, message,
+        resp, len);
 
-    conc_got(o);
-    if (status != 0) {
-        conc_fail(o, message);
+    if (r == NULL)
         return;
-    }
-    r = etcdserverpb__delete_range_response__unpack(&c->arena.pb, len, resp);
-    if (r == NULL) {
-        grpc_finish(c, GRPC_INTERNAL, "cairn: bad DeleteRange answer");
-        return;
-    }
     out.header = r->header;
     grpc_send_pb(c, &out);
     grpc_finish(c, GRPC_OK, NULL);

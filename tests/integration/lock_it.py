@@ -140,6 +140,29 @@ def grant(s, ttl, lease_id=0, ch=None, metadata=None):
                          timeout=TIMEOUT, metadata=metadata).ID
 
 
+def auth_setup(s, perm_type, key, end):
+    """root, and user "u" with role "r" holding @perm_type on [key, end);
+    auth on. Returns the metadata of root's and of u's token."""
+    from etcd3.etcdrpc import auth_pb2
+    a = rpc_pb2_grpc.AuthStub(s.channel())
+    pb = rpc_pb2
+    a.UserAdd(pb.AuthUserAddRequest(name="root", password="rootpw"), timeout=TIMEOUT)
+    a.RoleAdd(pb.AuthRoleAddRequest(name="root"), timeout=TIMEOUT)
+    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="root", role="root"), timeout=TIMEOUT)
+    a.UserAdd(pb.AuthUserAddRequest(name="u", password="upw"), timeout=TIMEOUT)
+    a.RoleAdd(pb.AuthRoleAddRequest(name="r"), timeout=TIMEOUT)
+    a.RoleGrantPermission(pb.AuthRoleGrantPermissionRequest(
+        name="r", perm=auth_pb2.Permission(permType=perm_type, key=key,
+                                           range_end=end)), timeout=TIMEOUT)
+    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="u", role="r"), timeout=TIMEOUT)
+    a.AuthEnable(pb.AuthEnableRequest(), timeout=TIMEOUT)
+
+    def tok(name, pw):
+        return [("token", a.Authenticate(pb.AuthenticateRequest(
+            name=name, password=pw), timeout=TIMEOUT).token)]
+    return tok("root", "rootpw"), tok("u", "upw")
+
+
 def get(s, key):
     """The KeyValue at @key or None."""
     r = s.kv.Range(rpc_pb2.RangeRequest(key=key), timeout=TIMEOUT)

@@ -15,8 +15,9 @@ import pytest
 from google.protobuf import json_format
 
 from cairn_it import ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
-from lock_it import (TIMEOUT, ElectionStub, Observer, err, get, grant, lpb,
-                     wait_for)
+from etcd3.etcdrpc import auth_pb2
+from lock_it import (TIMEOUT, ElectionStub, Observer, auth_setup, err, get,
+                     grant, lpb, wait_for)
 
 
 def norm(m):
@@ -191,28 +192,10 @@ def test_observe_cancel_and_waiter_cancel(srv):
     assert get(srv, b"w/1").value == b"a"
 
 
-def _auth_setup(s):
-    from etcd3.etcdrpc import auth_pb2
-    a = rpc_pb2_grpc.AuthStub(s.channel())
-    a.UserAdd(pb.AuthUserAddRequest(name="root", password="rootpw"), timeout=TIMEOUT)
-    a.RoleAdd(pb.AuthRoleAddRequest(name="root"), timeout=TIMEOUT)
-    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="root", role="root"), timeout=TIMEOUT)
-    a.UserAdd(pb.AuthUserAddRequest(name="u", password="upw"), timeout=TIMEOUT)
-    a.RoleAdd(pb.AuthRoleAddRequest(name="r"), timeout=TIMEOUT)
-    a.RoleGrantPermission(pb.AuthRoleGrantPermissionRequest(
-        name="r", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READ,
-                                           key=b"ro/", range_end=b"ro0")), timeout=TIMEOUT)
-    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="u", role="r"), timeout=TIMEOUT)
-    a.AuthEnable(pb.AuthEnableRequest(), timeout=TIMEOUT)
-
-    def tok(name, pw):
-        return [("token", a.Authenticate(pb.AuthenticateRequest(
-            name=name, password=pw), timeout=TIMEOUT).token)]
-    return tok("root", "rootpw"), tok("u", "upw")
 
 
 def test_election_auth(srv):
-    root, u = _auth_setup(srv)
+    root, u = auth_setup(srv, auth_pb2.Permission.READ, b"ro/", b"ro0")
     el = ElectionStub(srv.channel())
     lr = grant(srv, 60, 0x41, metadata=root)
     lu = grant(srv, 60, 0x42, metadata=u)

@@ -14,7 +14,9 @@ import grpc
 import pytest
 
 from cairn_it import ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
-from lock_it import (TIMEOUT, LockStub, err, get, grant, lpb, wait_for)
+from etcd3.etcdrpc import auth_pb2
+from lock_it import (TIMEOUT, LockStub, auth_setup, err, get, grant, lpb,
+                     wait_for)
 
 
 @pytest.fixture(params=["etcd", "cairn"])
@@ -227,28 +229,10 @@ def test_lock_survives_restart(srv):
 # auth: inner ops run with the caller's token; errors are Unknown
 # --------------------------------------------------------------------------
 
-def _auth_setup(s):
-    from etcd3.etcdrpc import auth_pb2
-    a = rpc_pb2_grpc.AuthStub(s.channel())
-    a.UserAdd(pb.AuthUserAddRequest(name="root", password="rootpw"), timeout=TIMEOUT)
-    a.RoleAdd(pb.AuthRoleAddRequest(name="root"), timeout=TIMEOUT)
-    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="root", role="root"), timeout=TIMEOUT)
-    a.UserAdd(pb.AuthUserAddRequest(name="u", password="upw"), timeout=TIMEOUT)
-    a.RoleAdd(pb.AuthRoleAddRequest(name="r"), timeout=TIMEOUT)
-    a.RoleGrantPermission(pb.AuthRoleGrantPermissionRequest(
-        name="r", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE,
-                                           key=b"l/", range_end=b"l0")), timeout=TIMEOUT)
-    a.UserGrantRole(pb.AuthUserGrantRoleRequest(user="u", role="r"), timeout=TIMEOUT)
-    a.AuthEnable(pb.AuthEnableRequest(), timeout=TIMEOUT)
-
-    def tok(name, pw):
-        return [("token", a.Authenticate(pb.AuthenticateRequest(
-            name=name, password=pw), timeout=TIMEOUT).token)]
-    return tok("root", "rootpw"), tok("u", "upw")
 
 
 def test_auth(srv):
-    root, u = _auth_setup(srv)
+    root, u = auth_setup(srv, auth_pb2.Permission.READWRITE, b"l/", b"l0")
     lr = grant(srv, 60, 0x31, metadata=root)
     lu = grant(srv, 60, 0x32, metadata=u)
     # no permission on the name: Unknown with etcd's text

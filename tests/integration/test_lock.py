@@ -335,3 +335,23 @@ def test_own_lease_expiry_while_waiting_still_succeeds(srv):
     r = f.result(timeout=TIMEOUT)
     assert r.key == b"qk/e2"
     assert get(srv, b"qk/e2") is None
+
+
+def test_etcdctl_lock_session_lost(srv):
+    """etcdctl lock keeps its session alive; when its lease is revoked the
+    session ends and etcdctl says so and exits non-zero."""
+    p = subprocess.Popen(_ctl(srv, "lock", "--ttl", "5", "sl"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=_ctl_env())
+    try:
+        first = p.stdout.readline().strip()
+        assert first.startswith("sl/"), first
+        kv = get(srv, first.encode())
+        rpc_pb2_grpc.LeaseStub(srv.channel()).LeaseRevoke(
+            pb.LeaseRevokeRequest(ID=kv.lease), timeout=TIMEOUT)
+        _, errout = p.communicate(timeout=20)
+        assert p.returncode != 0
+        assert "session expired" in errout, errout
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)

@@ -17,11 +17,6 @@ struct lock_op {
     ProtobufCBinaryData name;
 };
 
-static void lock_free(struct conc_op *o)
-{
-    cairn_free(o);
-}
-
 static void lock_cancel(struct grpc_call *c)
 {
     struct lock_op *l = c->ud;
@@ -146,7 +141,7 @@ void rpc_lock_lock(struct grpc_call *c, const uint8_t *msg, size_t len)
         return;
     }
     struct lock_op *l = cairn_calloc(1, sizeof *l);
-    conc_op_init(&l->op, c, lock_free);
+    conc_op_init(&l->op, c, conc_free_plain);
     l->name = r->name;  /* in the call's arena, used before it ends */
     c->ud = l;
     c->on_cancel = lock_cancel;

@@ -135,6 +135,16 @@ void rpc_lease_keepalive(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_lease_ttl(struct grpc_call *c, const uint8_t *msg, size_t len);
 void rpc_lease_leases(struct grpc_call *c, const uint8_t *msg, size_t len);
 
+/* v3lockpb.Lock and v3electionpb.Election (rpc/lock.c, rpc/election.c):
+ * etcd 3.4's servers over clientv3/concurrency, on internal calls. */
+void rpc_lock_lock(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_lock_unlock(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_election_campaign(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_election_proclaim(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_election_leader(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_election_observe(struct grpc_call *c, const uint8_t *msg, size_t len);
+void rpc_election_resign(struct grpc_call *c, const uint8_t *msg, size_t len);
+
 /* A response header with this member's identity and @rev. */
 void rpc_header(Etcdserverpb__ResponseHeader *h, int64_t rev);
 /* The current revision (a fresh read view). */

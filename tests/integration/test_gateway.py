@@ -425,17 +425,76 @@ def test_grpc_timeout_header(pair):
 
 
 def test_lock_and_election_routes(pair):
-    # The Lock and Election services are built elsewhere; until then cairn
-    # answers UNIMPLEMENTED (501), which is the only accepted difference.
-    for path, body in (("/v3/lock/unlock", {"key": b64("nolock")}),
-                       ("/v3/election/leader", {"name": b64("noelection")}),
-                       ("/v3/election/proclaim", {}),
-                       ("/v3/election/resign", {})):
-        e, c = pair.both(path, body, check=False)
-        if c.status == 501:
-            assert c.json()["code"] == 12
+    """v3lock and v3election through the gateway, response for response
+    (client-chosen lease IDs, so keys and revisions match)."""
+    P = pair.both
+    P("/v3/lease/grant", {"TTL": 60, "ID": 0x7a01})
+    P("/v3/lease/grant", {"TTL": 60, "ID": 0x7a02})
+    e, c = P("/v3/lock/lock", {"name": b64("gwlock"), "lease": 0x7a01})
+    key = c.json()["key"]
+    assert base64.b64decode(key) == b"gwlock/7a01"
+    P("/v3/lock/lock", {"name": b64("gwlock"), "lease": str(0x7a01)})  # re-entrant
+    P("/v3/lock/unlock", {"key": key})
+    P("/v3/lock/unlock", {"key": b64("nolock")})
+    P("/v3/lock/unlock", {})
+    P("/v3/lock/lock", {"name": b64("gwlock"), "lease": 0x7a0f})  # no such lease
+    e, c = P("/v3/election/campaign", {"name": b64("gwel"), "lease": 0x7a02,
+                                       "value": b64("v1")})
+    leader = c.json()["leader"]
+    P("/v3/election/leader", {"name": b64("gwel")})
+    P("/v3/election/proclaim", {"leader": leader, "value": b64("v2")})
+    stale = dict(leader, rev=str(int(leader["rev"]) - 1))
+    P("/v3/election/proclaim", {"leader": stale, "value": b64("v3")})
+    P("/v3/election/proclaim", {"value": b64("v3")})
+    P("/v3/election/resign", {})
+    # Observe streams the leader; the deadline ends it with the error object
+    P("/v3/election/observe", {"name": b64("gwel")}, {"Grpc-Timeout": "400m"})
+    P("/v3/election/resign", {"leader": leader})
+    P("/v3/election/leader", {"name": b64("gwel")})
+    P("/v3/lease/revoke", {"ID": 0x7a01})
+    P("/v3/lease/revoke", {"ID": 0x7a02})
+
+
+def _key_gone(srv, key, tries=100):
+    for _ in range(tries):
+        r = request(srv, "/v3/kv/range", {"key": b64(key)})
+        if "kvs" not in r.json():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_blocked_lock_deadline_and_disconnect(fresh_pair):
+    """A Lock waiting behind a holder: Grpc-Timeout answers 504 and the
+    waiter's key is deleted; a client that goes away has its key deleted
+    too (etcd's cleanup on a done context)."""
+    P = fresh_pair.both
+    for i in (1, 2, 3):
+        P("/v3/lease/grant", {"TTL": 60, "ID": 0x7b00 + i})
+    P("/v3/lock/lock", {"name": b64("gwl"), "lease": 0x7b01})
+    e, c = P("/v3/lock/lock", {"name": b64("gwl"), "lease": 0x7b02},
+             {"Grpc-Timeout": "300m"}, check=False)
+    assert c.status == e.status == 504, (e, c)
+    assert c.body == e.body, (e, c)
+    for srv in (fresh_pair.etcd, fresh_pair.cairn):
+        assert _key_gone(srv, "gwl/7b02"), srv
+        s = socket.create_connection(("127.0.0.1", srv.client_port), timeout=10)
+        body = json.dumps({"name": b64("gwl"), "lease": 0x7b03}).encode()
+        s.sendall(b"POST /v3/lock/lock HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # the waiter's key appears, then the client goes away
+        for _ in range(100):
+            r = request(srv, "/v3/kv/range", {"key": b64("gwl/7b03")})
+            if "kvs" in r.json():
+                break
+            time.sleep(0.05)
         else:
-            check_same(e, c, path)
+            raise AssertionError("waiter key never appeared")
+        s.close()
+        assert _key_gone(srv, "gwl/7b03"), srv
+        # the holder still holds it
+        r = request(srv, "/v3/kv/range", {"key": b64("gwl/7b01")})
+        assert "kvs" in r.json(), r
 
 
 # --------------------------------------------------------------------------

@@ -140,6 +140,8 @@ void conc_cleanup(rpc_handler h, const ProtobufCMessage *req)
     icall_unary(NULL, h, req, cleanup_done, NULL);
 }
 
+#define CONC_HIGH_WATER (1u << 20)
+
 void conc_watch(struct conc_op *o, const Etcdserverpb__WatchCreateRequest *w,
                 icall_watch_fn fn)
 {
@@ -148,8 +150,12 @@ void conc_watch(struct conc_op *o, const Etcdserverpb__WatchCreateRequest *w,
 
     o->busy++;
     ic = icall_watch(o->c, w, fn, o);
-    if (o->gen == gen && !o->dead)
+    if (o->gen == gen && !o->dead) {
         o->ic = ic; /* still running: conc_later cancels it */
+        /* Observe forwards events: a reader that does not read holds the
+         * watch back instead of growing the answer without bound. */
+        icall_watch_flow(ic, o->c, CONC_HIGH_WATER);
+    }
     op_unref(o);
 }
 

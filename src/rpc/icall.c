@@ -17,10 +17,19 @@ struct icall {
     void *ud;
     int queued, finished, canceled;
     struct icall *qnext;
+    struct grpc_call *outer; /* icall_watch_flow */
+    size_t high;
+    int parked;
+    struct icall *park_next, *park_prev;
 };
 
 static struct icall *q_head, **q_tail = &q_head;
 static uv_idle_t idle;
+/* Watches held back by icall_watch_flow, looked at again every
+ * PARK_POLL_MS (handlers get no drain callback). */
+#define PARK_POLL_MS 20
+static struct icall *parked;
+static uv_timer_t park_timer;
 
 static void on_idle(uv_idle_t *h);
 
@@ -69,8 +78,50 @@ static const uint8_t *next_msg(struct grpc_call *c, size_t *len)
     return p;
 }
 
+static void on_park_timer(uv_timer_t *t);
+
+static void park(struct icall *ic)
+{
+    if (ic->parked)
+        return;
+    ic->parked = 1;
+    ic->park_prev = NULL;
+    ic->park_next = parked;
+    if (parked != NULL)
+        parked->park_prev = ic;
+    parked = ic;
+    if (!uv_is_active((uv_handle_t *)&park_timer))
+        uv_timer_start(&park_timer, on_park_timer, PARK_POLL_MS, 0);
+}
+
+static void unpark(struct icall *ic)
+{
+    if (!ic->parked)
+        return;
+    ic->parked = 0;
+    if (ic->park_prev != NULL)
+        ic->park_prev->park_next = ic->park_next;
+    else
+        parked = ic->park_next;
+    if (ic->park_next != NULL)
+        ic->park_next->park_prev = ic->park_prev;
+    ic->park_next = ic->park_prev = NULL;
+}
+
+/* Parked watches go back to the queue; those still held back park again. */
+static void on_park_timer(uv_timer_t *t)
+{
+    (void)t;
+    while (parked != NULL) {
+        struct icall *ic = parked;
+        unpark(ic);
+        enqueue(ic);
+    }
+}
+
 static void end(struct icall *ic)
 {
+    unpark(ic);
     if (ic->call != NULL)
         grpc_call_release(ic->call); /* aborts it when not finished */
     cairn_free(ic);
@@ -81,7 +132,15 @@ static void deliver_watch(struct icall *ic)
     struct grpc_call *c = ic->call;
     const uint8_t *m;
     size_t len;
-    while (!ic->canceled && (m = next_msg(c, &len)) != NULL) {
+    for (;;) {
+        if (ic->canceled)
+            break;
+        if (ic->outer != NULL && grpc_call_unsent(ic->outer) > ic->high) {
+            park(ic);
+            break;
+        }
+        if ((m = next_msg(c, &len)) == NULL)
+            break;
         struct arena a;
         arena_init(&a);
         Etcdserverpb__WatchResponse *r =
@@ -93,7 +152,12 @@ static void deliver_watch(struct icall *ic)
     if (c->out_off == c->out.len) {
         c->out.len = 0;
         c->out_off = 0;
+    } else if (c->out_off > (256u << 10)) {
+        buf_consume(&c->out, c->out_off);
+        c->out_off = 0;
     }
+    if (ic->parked)
+        return;
     if (!ic->canceled && ic->finished) {
         ic->on_resp(ic->ud, NULL, c->status, c->message);
         ic->canceled = 1; /* the handle is gone */
@@ -180,7 +244,15 @@ struct icall *icall_watch(struct grpc_call *parent,
                  on_resp, ud);
 }
 
+void icall_watch_flow(struct icall *ic, struct grpc_call *outer, size_t high)
+{
+    ic->outer = outer;
+    ic->high = high;
+}
+
 void icall_init(uv_loop_t *loop)
 {
     uv_idle_init(loop, &idle);
+    uv_timer_init(loop, &park_timer);
+    uv_unref((uv_handle_t *)&park_timer);
 }

@@ -36,6 +36,12 @@ struct icall *icall_watch(struct grpc_call *parent,
  * its own callbacks). The inner call is abandoned: a write it already
  * submitted may still commit, as with etcd. */
 void icall_cancel(struct icall *ic);
+/* Flow control for a watch whose responses the caller forwards on @outer
+ * (Observe): while @outer has more than @high bytes unsent, responses stay
+ * in the inner call, so the watch hub sees a slow reader and stops sending
+ * (its catch-up resumes later from the store) instead of memory growing.
+ * The caller cancels @ic before @outer ends. */
+void icall_watch_flow(struct icall *ic, struct grpc_call *outer, size_t high);
 /* Called once with the server's loop before the first icall. */
 void icall_init(uv_loop_t *loop);
 

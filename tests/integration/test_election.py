@@ -14,7 +14,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from cairn_it import ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
+from cairn_it import BOTH, ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
 from etcd3.etcdrpc import auth_pb2
 from lock_it import (TIMEOUT, ElectionStub, Observer, auth_setup, err, get,
                      grant, lpb, wait_for)
@@ -147,7 +147,7 @@ def test_election_matches_etcd(server_factory):
     assert d["B wins"][0] == "OK" and d["A wins after C expired"][0] == "OK"
 
 
-@pytest.fixture(params=["etcd", "cairn"])
+@pytest.fixture(params=BOTH)
 def srv(request, server_factory):
     return server_factory(ETCD_BIN if request.param == "etcd" else None)
 

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from cairn_it import ETCD_BIN, binary_under_test
+from cairn_it import BOTH, ETCD_BIN, binary_under_test
 
 etcd3gw = pytest.importorskip("etcd3gw")
 from etcd3gw.client import Etcd3Client  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["etcd", "cairn"])
+@pytest.fixture(scope="module", params=BOTH)
 def client(request, module_server_factory):
     binary = ETCD_BIN if request.param == "etcd" else binary_under_test()
     srv = module_server_factory(binary)

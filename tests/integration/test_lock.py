@@ -13,13 +13,13 @@ import threading
 import grpc
 import pytest
 
-from cairn_it import ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
+from cairn_it import BOTH, ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
 from etcd3.etcdrpc import auth_pb2
 from lock_it import (TIMEOUT, LockStub, auth_setup, err, get, grant, lpb,
                      wait_for)
 
 
-@pytest.fixture(params=["etcd", "cairn"])
+@pytest.fixture(params=BOTH)
 def srv(request, server_factory):
     return server_factory(ETCD_BIN if request.param == "etcd" else None)
 

@@ -7,12 +7,12 @@ and a member left alone answers a Lock that asked for a leader with
 import grpc
 import pytest
 
-from cairn_it import ETCD_BIN, binary_under_test, rpc_pb2 as pb, rpc_pb2_grpc
+from cairn_it import BOTH, ETCD_BIN, binary_under_test, rpc_pb2 as pb, rpc_pb2_grpc
 from cluster_it import Cluster, cluster_supported
 from lock_it import TIMEOUT, ElectionStub, LockStub, Observer, err, lpb, wait_for
 
 
-@pytest.fixture(params=["etcd", "cairn"])
+@pytest.fixture(params=BOTH)
 def binary(request):
     b = ETCD_BIN if request.param == "etcd" else binary_under_test()
     ok, why = cluster_supported(b)

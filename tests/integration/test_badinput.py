@@ -346,6 +346,10 @@ ALL_UNARY = [
     "/etcdserverpb.Auth/RoleGet", "/etcdserverpb.Auth/RoleList",
     "/etcdserverpb.Auth/RoleDelete", "/etcdserverpb.Auth/RoleGrantPermission",
     "/etcdserverpb.Auth/RoleRevokePermission",
+    "/v3lockpb.Lock/Lock", "/v3lockpb.Lock/Unlock",
+    "/v3electionpb.Election/Campaign", "/v3electionpb.Election/Proclaim",
+    "/v3electionpb.Election/Leader", "/v3electionpb.Election/Observe",
+    "/v3electionpb.Election/Resign",
 ]
 
 

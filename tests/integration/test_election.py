@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from cairn_it import BOTH, ETCD_BIN, ETCDCTL_BIN, rpc_pb2 as pb, rpc_pb2_grpc
 from etcd3.etcdrpc import auth_pb2
-from lock_it import (TIMEOUT, ElectionStub, Observer, auth_setup, err, get,
+from lock_it import (TIMEOUT, ElectionStub, LockStub, Observer, auth_setup, err, get,
                      grant, lpb, wait_for)
 
 
@@ -293,3 +293,45 @@ def test_stop_with_campaign_and_observer(srv):
         assert rc == 0, srv.log_tail()
     srv.start()
     assert get(srv, b"s/1").value == b"a"
+
+
+def odd_inputs(s):
+    """Odd but well-formed requests: negative and unknown leases, empty and
+    binary names and keys, stale or negative revisions, a Proclaim on a key
+    nobody campaigned for. [(label, result)]"""
+    el, lk = ElectionStub(s.channel()), LockStub(s.channel())
+    A = grant(s, 60, 0x51)
+    out = []
+    for label, fn, req in (
+        ("lock lease -1", lk.Lock, lpb.LockRequest(name=b"o", lease=-1)),
+        ("lock lease unknown", lk.Lock, lpb.LockRequest(name=b"o", lease=0x777)),
+        ("lock empty name", lk.Lock, lpb.LockRequest(name=b"", lease=A)),
+        ("lock binary name", lk.Lock, lpb.LockRequest(name=b"\x00\xff/", lease=A)),
+        ("unlock NUL key", lk.Unlock, lpb.UnlockRequest(key=b"\x00")),
+        ("campaign lease -1", el.Campaign,
+         lpb.CampaignRequest(name=b"o", lease=-1, value=b"v")),
+        ("campaign empty name", el.Campaign,
+         lpb.CampaignRequest(name=b"", lease=A, value=b"")),
+        ("proclaim empty key", el.Proclaim,
+         lpb.ProclaimRequest(leader=LK(b"o", b"", 0, A), value=b"v")),
+        ("proclaim unknown key rev 0", el.Proclaim,
+         lpb.ProclaimRequest(leader=LK(b"o", b"o/none", 0, A), value=b"v")),
+        ("proclaim unknown lease", el.Proclaim,
+         lpb.ProclaimRequest(leader=LK(b"o", b"o/x", 0, 0x778), value=b"v")),
+        ("resign rev -1", el.Resign,
+         lpb.ResignRequest(leader=LK(b"", b"/51", -1, A))),
+        ("resign empty key", el.Resign,
+         lpb.ResignRequest(leader=LK(b"o", b"", 5, A))),
+        ("leader binary name", el.Leader, lpb.LeaderRequest(name=b"\xff")),
+    ):
+        out.append((label, call(fn, req)))
+    return out
+
+
+def test_odd_inputs_match_etcd(server_factory):
+    """Run on both etcd and the server under test in every pass: the
+    comparison is the point."""
+    e = odd_inputs(server_factory(ETCD_BIN))
+    c = odd_inputs(server_factory(None))
+    for (label, ev), (_, cv) in zip(e, c):
+        assert cv == ev, (label, ev, cv)

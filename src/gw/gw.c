@@ -252,13 +252,12 @@ static void convert(struct gw *g)
     struct buf js;
     buf_init(&js);
     for (int guard = 0; guard < 100000 && g->x != NULL; guard++) {
-        size_t avail = g->re.len - g->re_off;
-        const uint8_t *p = g->re.data + g->re_off;
-        if (avail < GRPC_PREFIX_LEN)
+        if (g->re.len == g->re_off)
             break;
-        uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
-                       (uint32_t)p[3] << 8 | p[4];
-        if (avail - GRPC_PREFIX_LEN < len)
+        const uint8_t *p = g->re.data + g->re_off;
+        uint32_t len = 0;
+        if (grpc_frame_next(p, g->re.len - g->re_off, SIZE_MAX, &len) !=
+            GRPC_FRAME_OK)
             break;
         if (g->r->kind != GW_UNARY && http_unsent(g->x) >= GW_HIGH_WATER)
             break;
@@ -425,14 +424,11 @@ static size_t tp_unsent(const struct grpc_call *c)
     const struct gw *g = c->tp_ud;
     size_t n = g->x != NULL ? http_unsent(g->x) : 0;
     size_t off = g->re_off;
-    while (g->re.len - off >= GRPC_PREFIX_LEN) {
-        const uint8_t *p = g->re.data + off;
-        size_t len = (size_t)p[1] << 24 | (size_t)p[2] << 16 |
-                     (size_t)p[3] << 8 | p[4];
-        if (g->re.len - off - GRPC_PREFIX_LEN < len)
-            break;
-        off += GRPC_PREFIX_LEN + len;
-    }
+    uint32_t len = 0;
+    while (off < g->re.len &&
+           grpc_frame_next(g->re.data + off, g->re.len - off, SIZE_MAX,
+                           &len) == GRPC_FRAME_OK)
+        off += GRPC_PREFIX_LEN + (size_t)len;
     return n + (off - g->re_off) + (c->out.len - c->out_off);
 }
 

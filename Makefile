@@ -100,9 +100,9 @@ clean:
 
 -include $(wildcard $(B)/src/*/*.d)
 
-# libFuzzer target for Authenticate and token parsing (clang): builds the
-# library with clang under ASan into build/fuzz, then runs 10 s from the
-# seed corpus. Not part of `make test`. FUZZ_TIME=<s> for longer runs.
+# libFuzzer targets (clang): Authenticate and token parsing (fuzz_auth),
+# gateway request bodies (fuzz_gw_json). Builds the library with clang under
+# ASan into build/fuzz, then runs each 10 s from its seed corpus. Not part of `make test`. FUZZ_TIME=<s> for longer runs.
 FUZZ_B    := build/fuzz
 FUZZ_TIME ?= 10
 fuzz:
@@ -111,5 +111,11 @@ fuzz:
 	clang -O1 -g -fsanitize=fuzzer,address -Isrc -I$(FUZZ_B)/proto/etcdserverpb \
 	    -I$(FUZZ_B)/proto $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
 	    tests/fuzz/fuzz_auth.c $(FUZZ_B)/libcairn.a $(LDLIBS) -o $(FUZZ_B)/fuzz_auth
-	@mkdir -p $(FUZZ_B)/corpus && cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
+	clang -O1 -g -fsanitize=fuzzer,address -Isrc -I$(FUZZ_B)/proto/etcdserverpb \
+	    -I$(FUZZ_B)/proto $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	    tests/fuzz/fuzz_gw_json.c $(FUZZ_B)/libcairn.a $(LDLIBS) -o $(FUZZ_B)/fuzz_gw_json
+	@mkdir -p $(FUZZ_B)/corpus $(FUZZ_B)/corpus_gw
+	cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
+	cp tests/fuzz/corpus_gw/* $(FUZZ_B)/corpus_gw/
 	$(FUZZ_B)/fuzz_auth -max_total_time=$(FUZZ_TIME) -max_len=4096 $(FUZZ_B)/corpus
+	$(FUZZ_B)/fuzz_gw_json -max_total_time=$(FUZZ_TIME) -max_len=4096 $(FUZZ_B)/corpus_gw

@@ -112,21 +112,22 @@ void conc_op_keys(struct conc_op *o, ProtobufCBinaryData name, int64_t lease)
 void conc_got(struct conc_op *o)
 {
     o->ic = NULL;
-    o->gen++;
+}
+
+/* Inner results never arrive from inside icall_unary/icall_watch (icall.h),
+ * so the handle is always current when it is stored. */
+static void keep(struct conc_op *o, struct icall *ic)
+{
+    if (o->dead) /* ended meanwhile: nobody may answer into it */
+        icall_cancel(ic);
+    else
+        o->ic = ic;
 }
 
 void conc_unary(struct conc_op *o, rpc_handler h, const ProtobufCMessage *req,
                 icall_done_fn done)
 {
-    unsigned gen = o->gen;
-    struct icall *ic;
-
-    o->busy++;
-    ic = icall_unary(o->c, h, req, done, o);
-    /* @done may have run already (and started the next call) */
-    if (o->gen == gen && !o->dead)
-        o->ic = ic;
-    op_unref(o);
+    keep(o, icall_unary(o->c, h, req, done, o));
 }
 
 static void cleanup_done(void *ud, int status, const char *message,
@@ -145,18 +146,11 @@ void conc_cleanup(rpc_handler h, const ProtobufCMessage *req)
 void conc_watch(struct conc_op *o, const Etcdserverpb__WatchCreateRequest *w,
                 icall_watch_fn fn)
 {
-    unsigned gen = o->gen;
-    struct icall *ic;
-
-    o->busy++;
-    ic = icall_watch(o->c, w, fn, o);
-    if (o->gen == gen && !o->dead) {
-        o->ic = ic; /* still running: conc_later cancels it */
-        /* Observe forwards events: a reader that does not read holds the
-         * watch back instead of growing the answer without bound. */
-        icall_watch_flow(ic, o->c, CONC_HIGH_WATER);
-    }
-    op_unref(o);
+    struct icall *ic = icall_watch(o->c, w, fn, o);
+    /* Observe forwards events: a reader that does not read holds the watch
+     * back instead of growing the answer without bound. */
+    icall_watch_flow(ic, o->c, CONC_HIGH_WATER);
+    keep(o, ic); /* still running: conc_later cancels it */
 }
 
 void conc_later(struct conc_op *o, conc_fn fn)

@@ -25,7 +25,6 @@ typedef void (*conc_wait_fn)(struct conc_op *o, int status, const char *msg);
 struct conc_op {
     struct grpc_call *c;  /* the outer call; NULL once it has ended */
     struct icall *ic;     /* the inner call in flight */
-    unsigned gen;         /* bumped when an inner call is over */
     int busy, dead;       /* freeing is deferred while busy */
     uv_timer_t later;
     conc_fn later_fn;
